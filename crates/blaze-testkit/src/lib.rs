@@ -1,0 +1,240 @@
+//! The test harness: [`TestMesh::start`] boots every role in-process on
+//! ephemeral ports against real Postgres, Redis and RabbitMQ, with a fresh
+//! database (cloned from a migrated template), its own Redis key prefix and
+//! its own queue names, and removes all of it when dropped.
+//!
+//! Dependencies are found through `BLAZE_TEST_PG_ADMIN` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`) and `BLAZE_TEST_REDIS`
+//! (default `redis://127.0.0.1:6379/0`).
+
+mod database;
+
+use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
+
+use blaze::{Mesh, Role};
+use blaze_auth::{KeySet, Principal, tokens};
+use blaze_kit::{Config, client::ServiceInterceptor};
+use blaze_proto::identity::{self as idpb, identity_service_client::IdentityServiceClient};
+use tonic::{service::interceptor::InterceptedService, transport::Channel};
+
+pub use database::TestDatabase;
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
+}
+
+/// A hook that adjusts the configuration of a test mesh.
+pub type Configure = Arc<dyn Fn(&mut Config) + Send + Sync>;
+
+/// Knobs of a test mesh.
+#[derive(Clone)]
+pub struct MeshOptions {
+    pub roles: Vec<Role>,
+    /// Adjust the configuration before the roles start.
+    pub configure: Option<Configure>,
+}
+
+impl Default for MeshOptions {
+    fn default() -> Self {
+        MeshOptions {
+            roles: vec![Role::Identity, Role::ControlPlane, Role::Orchestrator, Role::Execution, Role::Artifacts],
+            configure: None,
+        }
+    }
+}
+
+/// A user of the test mesh with an internal token.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub sub: String,
+    pub user_id: String,
+    pub org_id: String,
+    pub workspace_id: String,
+    pub principal: Principal,
+    /// Internal biscuit, as the edge would send it.
+    pub token: String,
+}
+
+pub struct TestMesh {
+    pub cfg: Arc<Config>,
+    pub keys: Arc<KeySet>,
+    pub addrs: BTreeMap<Role, SocketAddr>,
+    mesh: Option<Mesh>,
+    pub db: TestDatabase,
+    redis_url: String,
+    redis_prefix: String,
+    _dirs: tempfile::TempDir,
+}
+
+impl TestMesh {
+    pub async fn start() -> TestMesh {
+        Self::start_with(MeshOptions::default()).await
+    }
+
+    pub async fn start_with(opts: MeshOptions) -> TestMesh {
+        blaze_kit::telemetry::init(&blaze_kit::config::TelemetryConfig {
+            log_format: "text".into(),
+            log_filter: env_or("BLAZE_TEST_LOG", "warn"),
+            ..Default::default()
+        });
+        let db = TestDatabase::create().await.expect("test database");
+        let dirs = tempfile::tempdir().expect("tempdir");
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let redis_url = env_or("BLAZE_TEST_REDIS", "redis://127.0.0.1:6379/0");
+        let redis_prefix = format!("t:{}:", &id[..12]);
+        let signing = KeySet::new_private_key_hex();
+
+        let mut cfg = Config::default();
+        cfg.listen.edge = "127.0.0.1:0".into();
+        cfg.listen.identity = "127.0.0.1:0".into();
+        cfg.listen.control_plane = "127.0.0.1:0".into();
+        cfg.listen.orchestrator = "127.0.0.1:0".into();
+        cfg.listen.execution = "127.0.0.1:0".into();
+        cfg.listen.artifacts = "127.0.0.1:0".into();
+        cfg.listen.metrics = String::new();
+        cfg.database.url = blaze_kit::Secret(db.app_url.clone());
+        cfg.database.migration_url = blaze_kit::Secret(db.owner_url.clone());
+        cfg.database.max_connections = 4;
+        cfg.redis.url = blaze_kit::Secret(redis_url.clone());
+        cfg.redis.key_prefix = redis_prefix.clone();
+        cfg.amqp.prefix = format!("t{}", &id[..12]);
+        cfg.git.root = dirs.path().join("repos");
+        cfg.sandbox.root = dirs.path().join("sandboxes");
+        cfg.sandbox.cache_root = dirs.path().join("cache");
+        cfg.s3.bucket = format!("t-{}", &id[..12]);
+        cfg.auth.signing_key = blaze_kit::Secret(signing);
+        cfg.auth.signing_key_id = 1;
+        cfg.telemetry.log_format = "text".into();
+        if let Some(configure) = &opts.configure {
+            configure(&mut cfg);
+        }
+        let keys = blaze::roles::keys(&cfg).expect("keys");
+        let mesh = blaze::start(cfg, &opts.roles).await.expect("mesh starts");
+        let cfg = mesh.cfg.clone();
+        let addrs = mesh.addrs.clone();
+        TestMesh { cfg, keys, addrs, mesh: Some(mesh), db, redis_url, redis_prefix, _dirs: dirs }
+    }
+
+    /// A plain channel to a role.
+    pub fn channel(&self, role: Role) -> Channel {
+        let addr = self.addrs.get(&role).unwrap_or_else(|| panic!("role {} is not running", role.name()));
+        Channel::from_shared(format!("http://{addr}")).expect("uri").connect_lazy()
+    }
+
+    /// A channel to a role that presents a service token.
+    pub fn service_channel(&self, role: Role) -> InterceptedService<Channel, ServiceInterceptor> {
+        blaze_kit::client::ServiceClients::new(&self.cfg, self.keys.clone(), "testkit").expect("clients").intercepted(role.name())
+    }
+
+    /// Resolve (and on first use provision) a user through identity, as the
+    /// edge would for a dev credential, and mint their internal token.
+    pub async fn user(&self, sub: &str) -> TestUser {
+        let mut identity = IdentityServiceClient::new(self.service_channel(Role::Identity));
+        let resp = identity
+            .resolve_principal(idpb::ResolvePrincipalRequest {
+                kind: idpb::CredentialKind::Dev as i32,
+                subject: sub.into(),
+                email: Some(format!("{sub}@example.test")),
+                display_name: Some(sub.into()),
+                ..Default::default()
+            })
+            .await
+            .expect("resolve principal")
+            .into_inner();
+        let principal = principal_from(resp.principal.expect("principal"));
+        self.user_from(sub, principal)
+    }
+
+    /// Mint a fresh internal token for a user (after membership changes).
+    pub async fn refresh(&self, user: &TestUser) -> TestUser {
+        self.user(&user.sub).await
+    }
+
+    fn user_from(&self, sub: &str, principal: Principal) -> TestUser {
+        let token = tokens::mint_internal(&self.keys, &principal, Duration::from_secs(600)).expect("mint");
+        let org_id = principal.default_org.clone();
+        let workspace_id =
+            principal.workspaces.iter().find(|w| w.org_id == org_id && w.personal_default).map(|w| w.id.clone()).unwrap_or_default();
+        TestUser { sub: sub.into(), user_id: principal.user_id.clone(), org_id, workspace_id, principal, token }
+    }
+
+    /// Stop the roles (the database and keys go when the mesh is dropped).
+    pub async fn stop(&mut self) {
+        if let Some(mesh) = self.mesh.take() {
+            mesh.stop().await;
+        }
+    }
+}
+
+/// Convert identity's principal message into the token's principal.
+pub fn principal_from(p: idpb::Principal) -> Principal {
+    Principal {
+        user_id: p.user_id,
+        orgs: p.organizations.into_iter().map(|o| blaze_auth::OrgAccess { id: o.organization_id, slug: o.slug, role: o.role }).collect(),
+        workspaces: p
+            .workspaces
+            .into_iter()
+            .map(|w| blaze_auth::WorkspaceAccess {
+                id: w.workspace_id,
+                org_id: w.organization_id,
+                slug: w.slug,
+                kind: w.r#type,
+                role: w.role,
+                personal_default: w.personal_default,
+            })
+            .collect(),
+        default_org: p.default_organization_id,
+        epoch: p.epoch,
+    }
+}
+
+/// Attach a bearer token to a request.
+pub fn authed<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ascii token"));
+    req
+}
+
+impl Drop for TestMesh {
+    fn drop(&mut self) {
+        if let Some(mesh) = self.mesh.take() {
+            mesh.shutdown_token().cancel();
+            drop(mesh);
+        }
+        let url = self.redis_url.clone();
+        let prefix = self.redis_prefix.clone();
+        let cleanup = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async move {
+                use fred::prelude::*;
+                let Ok(config) = fred::prelude::Config::from_url(&url) else { return };
+                let Ok(client) = Builder::from_config(config).build() else { return };
+                if client.init().await.is_err() {
+                    return;
+                }
+                let mut cursor = "0".to_string();
+                loop {
+                    let (next, keys): (String, Vec<String>) = match client
+                        .custom(
+                            fred::cmd!("SCAN"),
+                            vec![cursor.clone(), "MATCH".into(), format!("{prefix}*"), "COUNT".into(), "1000".into()],
+                        )
+                        .await
+                    {
+                        Ok(r) => r,
+                        Err(_) => break,
+                    };
+                    if !keys.is_empty() {
+                        let _: Result<i64, _> = client.del(keys).await;
+                    }
+                    if next == "0" {
+                        break;
+                    }
+                    cursor = next;
+                }
+                let _ = client.quit().await;
+            });
+        });
+        let _ = cleanup.join();
+    }
+}

@@ -1,0 +1,55 @@
+//! `blaze dev up`: the whole system on one machine for development. Persists
+//! a dev signing key under `var/dev`, migrates, seeds a dev user with an
+//! organisation and an API token, enables dev headers (loopback only) and
+//! runs every role.
+
+use std::path::Path;
+
+use blaze_kit::Config;
+
+/// Development defaults on top of the loaded configuration.
+pub fn prepare(mut cfg: Config, var: &Path) -> anyhow::Result<Config> {
+    std::fs::create_dir_all(var.join("dev"))?;
+    if cfg.auth.signing_key.is_empty() && cfg.auth.verify_keys.is_empty() {
+        let path = var.join("dev/signing.key");
+        let key = match std::fs::read_to_string(&path) {
+            Ok(k) if !k.trim().is_empty() => k.trim().to_owned(),
+            _ => {
+                let k = blaze_auth::KeySet::new_private_key_hex();
+                std::fs::write(&path, &k)?;
+                k
+            }
+        };
+        cfg.auth.signing_key = blaze_kit::Secret(key);
+    }
+    if cfg.secrets.encryption_key.is_empty() {
+        let path = var.join("dev/encryption.key");
+        let key = match std::fs::read_to_string(&path) {
+            Ok(k) if k.trim().len() == 64 => k.trim().to_owned(),
+            _ => {
+                let k: String = (0..32).map(|_| format!("{:02x}", rand_byte())).collect();
+                std::fs::write(&path, &k)?;
+                k
+            }
+        };
+        cfg.secrets.encryption_key = blaze_kit::Secret(key);
+    }
+    // Dev headers are for this machine only.
+    let loopback = cfg.listen.edge.starts_with("127.") || cfg.listen.edge.starts_with("localhost") || cfg.listen.edge.starts_with("[::1]");
+    cfg.auth.dev_mode = loopback;
+    if cfg.git.root.is_relative() {
+        cfg.git.root = var.join("repos");
+    }
+    if cfg.sandbox.root.is_relative() {
+        cfg.sandbox.root = var.join("sandboxes");
+    }
+    if cfg.sandbox.cache_root.is_relative() {
+        cfg.sandbox.cache_root = var.join("cache");
+    }
+    cfg.telemetry.log_format = if cfg.telemetry.log_format == "json" { "text".into() } else { cfg.telemetry.log_format };
+    Ok(cfg)
+}
+
+fn rand_byte() -> u8 {
+    uuid::Uuid::new_v4().as_bytes()[0]
+}

@@ -1,0 +1,249 @@
+//! `blaze`: the one binary of Blaze Service.
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Context;
+use blaze::{Role, roles};
+use blaze_kit::{Config, ConfigSource};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "blaze", version, about = "Blaze Service: the hosted backend of the Blaze AI app builder")]
+struct Cli {
+    /// TOML config file (defaults < file < BLAZE_* environment).
+    #[arg(long, global = true, env = "BLAZE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run roles: `--role all` or e.g. `--role edge,identity`.
+    Serve {
+        #[arg(long, default_value = "all")]
+        role: String,
+    },
+    /// Apply database migrations (creates the database when missing).
+    Migrate,
+    /// Development: migrate, seed a dev user and token, run every role.
+    Dev {
+        #[command(subcommand)]
+        command: DevCommand,
+    },
+    /// API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DevCommand {
+    /// Start the whole system with dev defaults (state under ./var).
+    Up {
+        #[arg(long, default_value = "var")]
+        var: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Mint an API token for a member of an organisation.
+    Mint {
+        /// User id (uuid) or external subject.
+        #[arg(long)]
+        user: String,
+        /// Organisation id (uuid) or slug.
+        #[arg(long)]
+        org: String,
+        #[arg(long, default_value = "member")]
+        role: String,
+        /// Lifetime, e.g. `30d`, `12h`, `3600s`.
+        #[arg(long, default_value = "30d")]
+        ttl: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Print a new Ed25519 signing key (hex) and its public verify entry.
+    Keygen {
+        #[arg(long, default_value_t = 1)]
+        id: u32,
+    },
+}
+
+fn load(path: Option<PathBuf>) -> anyhow::Result<Config> {
+    Ok(Config::load(&ConfigSource { file: path, env: None })?)
+}
+
+fn parse_ttl(s: &str) -> anyhow::Result<Duration> {
+    let s = s.trim();
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n.parse().with_context(|| format!("bad ttl {s:?}"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => anyhow::bail!("bad ttl unit in {s:?} (use s, m, h or d)"),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+async fn serve(cfg: Config, role: &str) -> anyhow::Result<()> {
+    let roles = Role::parse_list(role)?;
+    blaze_kit::telemetry::init(&cfg.telemetry);
+    let mut mesh = roles::start(cfg, &roles).await?;
+    for (role, addr) in &mesh.addrs {
+        tracing::info!(role = role.name(), %addr, "role started");
+    }
+    let shutdown = mesh.shutdown_token();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+        shutdown.cancel();
+    });
+    let result = mesh.wait().await;
+    blaze_kit::telemetry::shutdown();
+    result
+}
+
+async fn migrate(cfg: &Config) -> anyhow::Result<()> {
+    ensure_database(cfg.database.migration_url.expose()).await?;
+    let applied = blaze_migrations::run(cfg.database.migration_url.expose()).await?;
+    println!("migrations applied: {applied}");
+    Ok(())
+}
+
+/// Create the target database of a DSN when it does not exist yet.
+async fn ensure_database(url: &str) -> anyhow::Result<()> {
+    use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
+    let parsed = url::Url::parse(url).context("database.migration_url is not a URL")?;
+    let name = parsed.path().trim_start_matches('/').to_string();
+    anyhow::ensure!(
+        !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+        "database name {name:?} must be [A-Za-z0-9_]+"
+    );
+    let mut admin = parsed.clone();
+    admin.set_path("/postgres");
+    let db = Database::connect(admin.as_str()).await.context("cannot reach Postgres")?;
+    let exists = db
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT 1 FROM pg_database WHERE datname = $1",
+            [name.clone().into()],
+        ))
+        .await?
+        .is_some();
+    if !exists {
+        db.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await?;
+        println!("created database {name}");
+    }
+    db.close().await?;
+    Ok(())
+}
+
+async fn dev_up(cfg: Config, var: &std::path::Path) -> anyhow::Result<()> {
+    let cfg = blaze::dev::prepare(cfg, var)?;
+    migrate(&cfg).await?;
+    // The dev user: provisioned like any first sign-in, owner of its org.
+    let db = blaze_db::Db::connect(&cfg.database).await?;
+    let claimed = blaze_identity::principal::Claimed {
+        external_sub: "dev-user".into(),
+        email: Some("dev@local.blaze".into()),
+        display_name: Some("Dev User".into()),
+    };
+    let (principal, user) = blaze_identity::principal::resolve_claimed(&db, &claimed, 0).await.map_err(|e| anyhow::anyhow!(e.message))?;
+    let keys = roles::keys(&cfg)?;
+    let org: uuid::Uuid = principal.default_org.parse()?;
+    let minted = blaze_identity::api_tokens::mint(
+        &db,
+        &keys,
+        blaze_identity::api_tokens::MintRequest {
+            org_id: org,
+            user_id: user.id,
+            role: "owner",
+            ttl: Duration::from_secs(30 * 86_400),
+            description: "blaze dev up",
+            minted_by: None,
+        },
+        None,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(e.message))?;
+    std::fs::write(var.join("dev/token"), &minted.token)?;
+    let roles: Vec<Role> = Role::ALL.to_vec();
+    blaze_kit::telemetry::init(&cfg.telemetry);
+    let mut mesh = roles::start(cfg, &roles).await?;
+    println!();
+    println!("Blaze Service is running (dev mode).");
+    for (role, addr) in &mesh.addrs {
+        println!("  {:<14} {}", role.name(), addr);
+    }
+    println!("  dev user       dev-user (org {})", principal.default_org);
+    println!("  dev token      {}/dev/token", var.display());
+    println!();
+    println!("export BLAZE_TOKEN=$(cat {}/dev/token)", var.display());
+    println!();
+    let shutdown = mesh.shutdown_token();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        shutdown.cancel();
+    });
+    mesh.wait().await
+}
+
+async fn mint(cfg: &Config, user: &str, org: &str, role: &str, ttl: &str, description: &str) -> anyhow::Result<()> {
+    let keys = roles::keys(cfg)?;
+    let db = blaze_db::Db::connect(&cfg.database).await?;
+    let ttl = parse_ttl(ttl)?;
+    let tx = db.global().await?;
+    let user_id = match uuid::Uuid::parse_str(user) {
+        Ok(id) => id,
+        Err(_) => blaze_db::tenancy::upsert_user(&tx, user, None, None).await?.id,
+    };
+    tx.commit().await?;
+    let tx = db.as_user(user_id).await?;
+    let orgs = blaze_db::tenancy::orgs_of_user(&tx, user_id).await?;
+    tx.commit().await?;
+    let org = orgs
+        .iter()
+        .find(|o| o.id.to_string() == org || o.slug == org)
+        .with_context(|| format!("user {user} is not an active member of organization {org}"))?;
+    let minted = blaze_identity::api_tokens::mint(
+        &db,
+        &keys,
+        blaze_identity::api_tokens::MintRequest { org_id: org.id, user_id, role, ttl, description, minted_by: None },
+        None,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(e.message))?;
+    println!("{}", minted.token);
+    eprintln!("token {} for user {} in {} ({}), expires {}", minted.row.id, user_id, org.slug, role, minted.row.expires_at);
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { role } => serve(load(cli.config)?, &role).await,
+        Command::Migrate => migrate(&load(cli.config)?).await,
+        Command::Dev { command: DevCommand::Up { var } } => dev_up(load(cli.config)?, &var).await,
+        Command::Token { command: TokenCommand::Mint { user, org, role, ttl, description } } => {
+            mint(&load(cli.config)?, &user, &org, &role, &ttl, &description).await
+        }
+        Command::Token { command: TokenCommand::Keygen { id } } => {
+            let private = blaze_auth::KeySet::new_private_key_hex();
+            let keys = blaze_auth::KeySet::from_config(&private, id, &[])?;
+            println!("BLAZE_AUTH_SIGNING_KEY={private}");
+            println!("BLAZE_AUTH_SIGNING_KEY_ID={id}");
+            println!("# verify-only roles: BLAZE_AUTH_VERIFY_KEYS={}", keys.public_entry().expect("has key"));
+            Ok(())
+        }
+    }
+}

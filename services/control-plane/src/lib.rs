@@ -1,0 +1,44 @@
+//! The control-plane role: the client's CRUD. Tenancy, apps, chats and
+//! messages, versions, settings, templates, quotas and usage, backed by
+//! Postgres through tenant-scoped transactions. Repository work goes to the
+//! artifacts role.
+
+mod map;
+pub mod tenancy;
+
+use std::sync::Arc;
+
+use blaze_auth::KeySet;
+use blaze_db::Db;
+use blaze_kit::{CancellationToken, Config, client::ServiceClients, grpc::GrpcServer};
+use blaze_proto::controlplane::{organization_service_server::OrganizationServiceServer, workspace_service_server::WorkspaceServiceServer};
+use blaze_redis::Redis;
+use tokio::net::TcpListener;
+
+#[derive(Clone)]
+pub struct Deps {
+    pub cfg: Arc<Config>,
+    pub db: Db,
+    pub redis: Redis,
+    pub keys: Arc<KeySet>,
+    pub clients: ServiceClients,
+}
+
+pub async fn serve(
+    deps: Deps,
+    listener: TcpListener,
+    security: blaze_kit::grpc::Security,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let db = deps.db.clone();
+    let max = blaze_kit::grpc::MAX_MESSAGE_BYTES;
+    GrpcServer::new("control-plane")
+        .service(OrganizationServiceServer::new(tenancy::Organizations::new(deps.clone())).max_decoding_message_size(max))
+        .service(WorkspaceServiceServer::new(tenancy::Workspaces::new(deps.clone())).max_decoding_message_size(max))
+        .health_check(Arc::new(move || {
+            let db = db.clone();
+            Box::pin(async move { db.ping().await })
+        }))
+        .serve(listener, security, shutdown)
+        .await
+}

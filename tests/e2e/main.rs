@@ -1,0 +1,4 @@
+//! End-to-end tests: the whole mesh in-process (blaze-testkit) against real
+//! Postgres, Redis and RabbitMQ. One binary, one module per area.
+
+mod foundation;
