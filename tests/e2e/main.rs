@@ -1,4 +1,6 @@
 //! End-to-end tests: the whole mesh in-process (blaze-testkit) against real
 //! Postgres, Redis and RabbitMQ. One binary, one module per area.
 
+mod edge;
 mod foundation;
+mod support;

@@ -147,6 +147,29 @@ fn forbidden_message(min_role: Role, org_level: bool) -> String {
     }
 }
 
+impl From<blaze_proto::identity::Principal> for Principal {
+    fn from(p: blaze_proto::identity::Principal) -> Self {
+        Principal {
+            user_id: p.user_id,
+            orgs: p.organizations.into_iter().map(|o| OrgAccess { id: o.organization_id, slug: o.slug, role: o.role }).collect(),
+            workspaces: p
+                .workspaces
+                .into_iter()
+                .map(|w| WorkspaceAccess {
+                    id: w.workspace_id,
+                    org_id: w.organization_id,
+                    slug: w.slug,
+                    kind: w.r#type,
+                    role: w.role,
+                    personal_default: w.personal_default,
+                })
+                .collect(),
+            default_org: p.default_organization_id,
+            epoch: p.epoch,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

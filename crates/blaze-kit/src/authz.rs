@@ -69,7 +69,7 @@ fn token_error(e: TokenError) -> ApiError {
         TokenError::Expired => ApiError::unauthenticated("JWT is expired"),
         TokenError::Revoked => ApiError::unauthenticated("Token has been revoked"),
         TokenError::Invalid(m) => {
-            tracing::debug!(reason = %m, "rejected internal token");
+            tracing::warn!(reason = %m, "rejected internal token");
             ApiError::unauthenticated("Invalid token")
         }
     }

@@ -98,12 +98,11 @@ pub struct UpstreamConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
-    /// DSN the services use: a role without BYPASSRLS (row-level security).
+    /// DSN the services use: the `blaze_app` role (created by the migrations,
+    /// no BYPASSRLS), so row-level security applies.
     pub url: Secret,
     /// DSN of the schema owner, used by migrations only.
     pub migration_url: Secret,
-    /// Name of the application role migrations grant privileges to.
-    pub app_role: String,
     pub max_connections: u32,
     pub connect_timeout_ms: u64,
 }
@@ -111,9 +110,8 @@ pub struct DatabaseConfig {
 impl Default for DatabaseConfig {
     fn default() -> Self {
         DatabaseConfig {
-            url: Secret("postgres://blaze_app@127.0.0.1:5432/blaze".into()),
-            migration_url: Secret("postgres://postgres@127.0.0.1:5432/blaze".into()),
-            app_role: "blaze_app".into(),
+            url: Secret("postgres://blaze_app@127.0.0.1:5432/blaze?sslmode=disable".into()),
+            migration_url: Secret("postgres://postgres@127.0.0.1:5432/blaze?sslmode=disable".into()),
             max_connections: 16,
             connect_timeout_ms: 5_000,
         }

@@ -5,7 +5,10 @@
 //! policy-specific in the system is derived from here, so a new RPC is
 //! covered by the edge, authorization and OpenAPI without further code.
 
-use std::{collections::HashMap, sync::OnceLock};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::OnceLock,
+};
 
 use prost_reflect::{DescriptorPool, DynamicMessage, ExtensionDescriptor, FieldDescriptor, MethodDescriptor, Value};
 
@@ -60,8 +63,10 @@ pub struct Catalog {
     pool: DescriptorPool,
     methods: Vec<MethodSpec>,
     by_path: HashMap<String, usize>,
-    sse_event: ExtensionDescriptor,
-    omit_empty: ExtensionDescriptor,
+    /// Field full name → SSE event name (oneof cases of streamed messages).
+    sse_events: HashMap<String, String>,
+    /// Full names of fields marked `omit_empty`.
+    omit_empty: HashSet<String>,
 }
 
 #[derive(Debug)]
@@ -158,7 +163,24 @@ impl Catalog {
             }
         }
         let by_path = methods.iter().enumerate().map(|(i, m)| (m.path.clone(), i)).collect();
-        Ok(Catalog { pool, methods, by_path, sse_event, omit_empty })
+        // Field options are decoded once here: reading them per response
+        // would decode option bytes for every field of every message.
+        let mut sse_events = HashMap::new();
+        let mut omit = HashSet::new();
+        for message in pool.all_messages() {
+            for field in message.fields() {
+                let opts = field.options();
+                if opts.has_extension(&sse_event)
+                    && let Some(name) = opts.get_extension(&sse_event).as_str()
+                {
+                    sse_events.insert(field.full_name().to_owned(), name.to_owned());
+                }
+                if opts.has_extension(&omit_empty) && opts.get_extension(&omit_empty).as_bool().unwrap_or(false) {
+                    omit.insert(field.full_name().to_owned());
+                }
+            }
+        }
+        Ok(Catalog { pool, methods, by_path, sse_events, omit_empty: omit })
     }
 
     /// The catalogue of this build's protos.
@@ -181,18 +203,13 @@ impl Catalog {
     }
 
     /// The SSE event name declared on a oneof case field.
-    pub fn sse_event(&self, field: &FieldDescriptor) -> Option<String> {
-        let opts = field.options();
-        if !opts.has_extension(&self.sse_event) {
-            return None;
-        }
-        opts.get_extension(&self.sse_event).as_str().map(str::to_owned)
+    pub fn sse_event(&self, field: &FieldDescriptor) -> Option<&str> {
+        self.sse_events.get(field.full_name()).map(String::as_str)
     }
 
     /// Whether a field is omitted from JSON when unset or empty.
     pub fn omit_empty(&self, field: &FieldDescriptor) -> bool {
-        let opts = field.options();
-        opts.has_extension(&self.omit_empty) && opts.get_extension(&self.omit_empty).as_bool().unwrap_or(false)
+        self.omit_empty.contains(field.full_name())
     }
 }
 
@@ -246,7 +263,7 @@ mod tests {
         assert_eq!(stream.header_bindings[0].header, "Last-Event-ID");
         let out = stream.descriptor.output();
         let chunk = out.get_field_by_name("chunk").expect("chunk case");
-        assert_eq!(catalog.sse_event(&chunk).as_deref(), Some("chat:response:chunk"));
+        assert_eq!(catalog.sse_event(&chunk), Some("chat:response:chunk"));
         let end = catalog.pool().get_message_by_name("blaze.orchestrator.v1.ChatResponseEnd").expect("end");
         assert!(catalog.omit_empty(&end.get_field_by_name("extra_files").expect("field")));
         assert!(!catalog.omit_empty(&end.get_field_by_name("updated_files").expect("field")));

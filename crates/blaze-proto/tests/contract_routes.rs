@@ -78,11 +78,8 @@ fn shape(template: &str) -> String {
 #[test]
 fn every_contract_route_has_exactly_one_rpc() {
     let catalog = Catalog::global();
-    let bindings: Vec<(String, String, String)> = catalog
-        .methods()
-        .iter()
-        .flat_map(|m| m.http.iter().map(move |b| (b.method.clone(), shape(&b.template), m.path.clone())))
-        .collect();
+    let bindings: Vec<(String, String, String)> =
+        catalog.methods().iter().flat_map(|m| m.http.iter().map(move |b| (b.method.clone(), shape(&b.template), m.path.clone()))).collect();
     for (route, method, path) in contract_routes() {
         let wanted = shape(&path);
         let matches: Vec<&String> = bindings.iter().filter(|(m, t, _)| m == method && *t == wanted).map(|(_, _, rpc)| rpc).collect();
@@ -100,7 +97,9 @@ fn path_variables_name_real_fields_of_the_request() {
                 let mut msg = input.clone();
                 let parts: Vec<&str> = field.split('.').collect();
                 for (i, part) in parts.iter().enumerate() {
-                    let f = msg.get_field_by_name(part).unwrap_or_else(|| panic!("{}: {{{field}}} is not a field of {}", m.path, msg.full_name()));
+                    let f = msg
+                        .get_field_by_name(part)
+                        .unwrap_or_else(|| panic!("{}: {{{field}}} is not a field of {}", m.path, msg.full_name()));
                     if i + 1 < parts.len() {
                         msg = f.kind().as_message().cloned().expect("nested path through a message");
                     }

@@ -14,6 +14,8 @@ fn with_db(url: &str, user: Option<&str>, db: &str) -> String {
         u.set_password(None).expect("password");
     }
     u.set_path(&format!("/{db}"));
+    // loopback: skip the TLS handshake on every new connection
+    u.set_query(Some("sslmode=disable"));
     u.to_string()
 }
 

@@ -36,10 +36,7 @@ pub struct MeshOptions {
 
 impl Default for MeshOptions {
     fn default() -> Self {
-        MeshOptions {
-            roles: vec![Role::Identity, Role::ControlPlane, Role::Orchestrator, Role::Execution, Role::Artifacts],
-            configure: None,
-        }
+        MeshOptions { roles: Role::ALL.to_vec(), configure: None }
     }
 }
 
@@ -53,6 +50,8 @@ pub struct TestUser {
     pub principal: Principal,
     /// Internal biscuit, as the edge would send it.
     pub token: String,
+    /// An API token (owner of the default organisation) for HTTP calls.
+    pub api_token: String,
 }
 
 pub struct TestMesh {
@@ -141,8 +140,8 @@ impl TestMesh {
             .await
             .expect("resolve principal")
             .into_inner();
-        let principal = principal_from(resp.principal.expect("principal"));
-        self.user_from(sub, principal)
+        let principal = Principal::from(resp.principal.expect("principal"));
+        self.user_from(sub, principal).await
     }
 
     /// Mint a fresh internal token for a user (after membership changes).
@@ -150,12 +149,50 @@ impl TestMesh {
         self.user(&user.sub).await
     }
 
-    fn user_from(&self, sub: &str, principal: Principal) -> TestUser {
+    async fn user_from(&self, sub: &str, principal: Principal) -> TestUser {
         let token = tokens::mint_internal(&self.keys, &principal, Duration::from_secs(600)).expect("mint");
         let org_id = principal.default_org.clone();
         let workspace_id =
             principal.workspaces.iter().find(|w| w.org_id == org_id && w.personal_default).map(|w| w.id.clone()).unwrap_or_default();
-        TestUser { sub: sub.into(), user_id: principal.user_id.clone(), org_id, workspace_id, principal, token }
+        let api_token = self.api_token(&principal.user_id, &org_id, "owner").await;
+        TestUser { sub: sub.into(), user_id: principal.user_id.clone(), org_id, workspace_id, principal, token, api_token }
+    }
+
+    /// Mint an API token for a member of an organisation.
+    pub async fn api_token(&self, user_id: &str, org_id: &str, role: &str) -> String {
+        let db = blaze_db::Db::connect_url(&self.db.app_url, 1, Duration::from_secs(5)).await.expect("db");
+        let minted = blaze_identity::api_tokens::mint(
+            &db,
+            &self.keys,
+            blaze_identity::api_tokens::MintRequest {
+                org_id: user_id_parse(org_id),
+                user_id: user_id_parse(user_id),
+                role,
+                ttl: Duration::from_secs(3600),
+                description: "test",
+                minted_by: None,
+            },
+            None,
+        )
+        .await
+        .expect("mint api token");
+        db.connection().clone().close().await.ok();
+        minted.token
+    }
+
+    /// Base URL of the edge (`http://127.0.0.1:<port>`).
+    pub fn edge_url(&self) -> String {
+        format!("http://{}", self.addrs.get(&Role::Edge).expect("edge is running"))
+    }
+
+    /// `<edge>/api/v1/orgs/me/workspaces/me` + `path`.
+    pub fn scoped(&self, path: &str) -> String {
+        format!("{}/api/v1/orgs/me/workspaces/me{path}", self.edge_url())
+    }
+
+    /// An HTTP client for the edge.
+    pub fn http(&self) -> reqwest::Client {
+        reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client")
     }
 
     /// Stop the roles (the database and keys go when the mesh is dropped).
@@ -166,26 +203,8 @@ impl TestMesh {
     }
 }
 
-/// Convert identity's principal message into the token's principal.
-pub fn principal_from(p: idpb::Principal) -> Principal {
-    Principal {
-        user_id: p.user_id,
-        orgs: p.organizations.into_iter().map(|o| blaze_auth::OrgAccess { id: o.organization_id, slug: o.slug, role: o.role }).collect(),
-        workspaces: p
-            .workspaces
-            .into_iter()
-            .map(|w| blaze_auth::WorkspaceAccess {
-                id: w.workspace_id,
-                org_id: w.organization_id,
-                slug: w.slug,
-                kind: w.r#type,
-                role: w.role,
-                personal_default: w.personal_default,
-            })
-            .collect(),
-        default_org: p.default_organization_id,
-        epoch: p.epoch,
-    }
+fn user_id_parse(s: &str) -> uuid::Uuid {
+    uuid::Uuid::parse_str(s).expect("uuid")
 }
 
 /// Attach a bearer token to a request.

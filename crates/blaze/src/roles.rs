@@ -29,7 +29,7 @@ pub enum Role {
 
 impl Role {
     /// What `--role all` starts.
-    pub const ALL: [Role; 5] = [Role::Identity, Role::ControlPlane, Role::Orchestrator, Role::Execution, Role::Artifacts];
+    pub const ALL: [Role; 6] = [Role::Identity, Role::ControlPlane, Role::Orchestrator, Role::Execution, Role::Artifacts, Role::Edge];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -62,12 +62,9 @@ impl Role {
 impl FromStr for Role {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> anyhow::Result<Role> {
-        [Role::Identity, Role::ControlPlane, Role::Orchestrator, Role::Execution, Role::Artifacts, Role::Edge]
-            .into_iter()
-            .find(|r| r.name() == s)
-            .ok_or_else(|| {
-                anyhow::anyhow!("unknown role {s:?}; roles are edge, identity, control-plane, orchestrator, execution, artifacts, all")
-            })
+        Role::ALL.into_iter().find(|r| r.name() == s).ok_or_else(|| {
+            anyhow::anyhow!("unknown role {s:?}; roles are edge, identity, control-plane, orchestrator, execution, artifacts, all")
+        })
     }
 }
 
@@ -187,7 +184,8 @@ pub async fn start(mut cfg: Config, roles: &[Role]) -> anyhow::Result<Mesh> {
                 tasks.spawn(async move { (role.name(), server.serve(listener, security, s).await) });
             }
             Role::Edge => {
-                anyhow::bail!("the edge role is not part of this build yet");
+                let deps = blaze_edge::Deps { cfg: cfg.clone(), keys: keys.clone(), redis: redis.clone(), clients };
+                tasks.spawn(async move { (role.name(), blaze_edge::serve(deps, listener, s).await) });
             }
         }
     }

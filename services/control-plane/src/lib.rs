@@ -4,6 +4,7 @@
 //! artifacts role.
 
 mod map;
+mod meta;
 pub mod tenancy;
 
 use std::sync::Arc;
@@ -11,7 +12,10 @@ use std::sync::Arc;
 use blaze_auth::KeySet;
 use blaze_db::Db;
 use blaze_kit::{CancellationToken, Config, client::ServiceClients, grpc::GrpcServer};
-use blaze_proto::controlplane::{organization_service_server::OrganizationServiceServer, workspace_service_server::WorkspaceServiceServer};
+use blaze_proto::controlplane::{
+    meta_service_server::MetaServiceServer, organization_service_server::OrganizationServiceServer,
+    workspace_service_server::WorkspaceServiceServer,
+};
 use blaze_redis::Redis;
 use tokio::net::TcpListener;
 
@@ -35,6 +39,7 @@ pub async fn serve(
     GrpcServer::new("control-plane")
         .service(OrganizationServiceServer::new(tenancy::Organizations::new(deps.clone())).max_decoding_message_size(max))
         .service(WorkspaceServiceServer::new(tenancy::Workspaces::new(deps.clone())).max_decoding_message_size(max))
+        .service(MetaServiceServer::new(meta::Meta { version: deps.cfg.edge.app_version.clone() }))
         .health_check(Arc::new(move || {
             let db = db.clone();
             Box::pin(async move { db.ping().await })
