@@ -1,6 +1,8 @@
 //! End-to-end tests: the whole mesh in-process (blaze-testkit) against real
 //! Postgres, Redis and RabbitMQ. One binary, one module per area.
 
+mod access;
 mod edge;
 mod foundation;
+mod identity;
 mod support;

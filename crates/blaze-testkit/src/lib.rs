@@ -8,6 +8,7 @@
 //! (default `redis://127.0.0.1:6379/0`).
 
 mod database;
+pub mod idp;
 
 use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
 
