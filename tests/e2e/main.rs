@@ -2,6 +2,7 @@
 //! Postgres, Redis and RabbitMQ. One binary, one module per area.
 
 mod access;
+mod artifacts;
 mod edge;
 mod foundation;
 mod identity;

@@ -98,6 +98,12 @@ impl ApiError {
         Self::new(Code::Internal, "INTERNAL", "Internal error")
     }
 
+    /// Replace the machine reason (keeping code and message).
+    pub fn with_reason(mut self, reason: &'static str) -> Self {
+        self.reason = Cow::Borrowed(reason);
+        self
+    }
+
     pub fn with_retry_after(mut self, d: Duration) -> Self {
         self.retry_after = Some(d);
         self

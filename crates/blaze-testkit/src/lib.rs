@@ -102,6 +102,9 @@ impl TestMesh {
         cfg.sandbox.root = dirs.path().join("sandboxes");
         cfg.sandbox.cache_root = dirs.path().join("cache");
         cfg.s3.bucket = format!("t-{}", &id[..12]);
+        cfg.s3.endpoint = env_or("BLAZE_TEST_S3", "http://127.0.0.1:9000");
+        cfg.s3.access_key = blaze_kit::Secret(env_or("BLAZE_TEST_S3_ACCESS_KEY", "blaze"));
+        cfg.s3.secret_key = blaze_kit::Secret(env_or("BLAZE_TEST_S3_SECRET_KEY", "blazesecret"));
         cfg.auth.signing_key = blaze_kit::Secret(signing);
         cfg.auth.signing_key_id = 1;
         cfg.telemetry.log_format = "text".into();
@@ -223,9 +226,15 @@ impl Drop for TestMesh {
         }
         let url = self.redis_url.clone();
         let prefix = self.redis_prefix.clone();
+        let s3 = self.cfg.s3.clone();
         let cleanup = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             rt.block_on(async move {
+                if let Ok(store) = blaze_storage::objects::ObjectStore::new(&s3)
+                    && store.exists("probe").await.is_ok()
+                {
+                    let _ = store.remove_bucket().await;
+                }
                 use fred::prelude::*;
                 let Ok(config) = fred::prelude::Config::from_url(&url) else { return };
                 let Ok(client) = Builder::from_config(config).build() else { return };

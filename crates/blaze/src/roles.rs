@@ -177,7 +177,11 @@ pub async fn start(mut cfg: Config, roles: &[Role]) -> anyhow::Result<Mesh> {
                 };
                 tasks.spawn(async move { (role.name(), blaze_control_plane::serve(deps, listener, security, s).await) });
             }
-            Role::Orchestrator | Role::Execution | Role::Artifacts => {
+            Role::Artifacts => {
+                let deps = blaze_artifacts::Deps::new(cfg.clone())?;
+                tasks.spawn(async move { (role.name(), blaze_artifacts::serve(deps, listener, security, s).await) });
+            }
+            Role::Orchestrator | Role::Execution => {
                 // Roles whose services land in later changes answer health and
                 // reflection only.
                 let server = blaze_kit::grpc::GrpcServer::new(role.name());
