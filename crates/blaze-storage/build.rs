@@ -26,7 +26,7 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
 fn main() {
     let root = Path::new(&env::var("CARGO_MANIFEST_DIR").unwrap()).join("../../templates").canonicalize().expect("templates/ exists");
     println!("cargo:rerun-if-changed={}", root.display());
-    let mut code = String::from("pub static EMBEDDED: &[(&str, &[(&str, &[u8])])] = &[\n");
+    let mut code = String::from("/// (template id, [(path, content)])\npub static EMBEDDED: &[(&str, Files)] = &[\n");
     let mut ids: Vec<_> = fs::read_dir(&root).expect("read templates").flatten().filter(|e| e.path().is_dir()).collect();
     ids.sort_by_key(|e| e.file_name());
     for id in ids {

@@ -42,7 +42,11 @@ async fn repositories_from_templates_commit_diff_revert_and_reject_hostile_paths
     for expected in ["AI_RULES.md", "package.json", "package-lock.json", "index.html", "src/App.tsx", "src/main.tsx", "vite.config.ts"] {
         assert!(paths.contains(&expected), "template lacks {expected}: {paths:?}");
     }
-    let app_tsx = repos.read_file(pb::ReadFileRequest { repo: repo(ORG_A, 1), revision: String::new(), path: "src/App.tsx".into() }).await.unwrap().into_inner();
+    let app_tsx = repos
+        .read_file(pb::ReadFileRequest { repo: repo(ORG_A, 1), revision: String::new(), path: "src/App.tsx".into() })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(String::from_utf8_lossy(&app_tsx.content).contains("<Route path=\"/\""));
 
     let second = repos
@@ -52,7 +56,12 @@ async fn repositories_from_templates_commit_diff_revert_and_reject_hostile_paths
                 write("src/App.tsx", "export default function App() { return null }\n"),
                 write("src/lib/deep/util.ts", "export const x = 1;\n"),
                 pb::FileChange { change: Some(Change::Delete(pb::FileDelete { path: "README.md".into() })) },
-                pb::FileChange { change: Some(Change::Rename(pb::FileRename { from: "src/components/Card.tsx".into(), to: "src/components/Panel.tsx".into() })) },
+                pb::FileChange {
+                    change: Some(Change::Rename(pb::FileRename {
+                        from: "src/components/Card.tsx".into(),
+                        to: "src/components/Panel.tsx".into(),
+                    })),
+                },
             ],
             message: "[blaze] second".into(),
             author: Some(pb::Author { name: "Alice".into(), email: "alice@example.test".into() }),
@@ -73,7 +82,12 @@ async fn repositories_from_templates_commit_diff_revert_and_reject_hostile_paths
     assert_eq!(at("main", "src/lib/deep/util.ts").await.unwrap().into_inner().content, b"export const x = 1;\n");
     assert_eq!(at("main", "README.md").await.unwrap_err().code(), Code::NotFound);
 
-    let diff = repos.diff(pb::DiffRequest { repo: repo(ORG_A, 1), from: init.clone(), to: second.commit_hash.clone() }).await.unwrap().into_inner().files;
+    let diff = repos
+        .diff(pb::DiffRequest { repo: repo(ORG_A, 1), from: init.clone(), to: second.commit_hash.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .files;
     let statuses: Vec<(&str, &str)> = diff.iter().map(|d| (d.status.as_str(), d.path.as_str())).collect();
     assert!(statuses.contains(&("renamed", "src/components/Panel.tsx")), "{statuses:?}");
     assert!(statuses.contains(&("deleted", "README.md")), "{statuses:?}");
@@ -85,21 +99,34 @@ async fn repositories_from_templates_commit_diff_revert_and_reject_hostile_paths
         .unwrap()
         .into_inner();
     assert!(!reverted.unchanged);
-    let log = repos.list_versions(pb::ListVersionsRequest { repo: repo(ORG_A, 1), ..Default::default() }).await.unwrap().into_inner().commits;
+    let log =
+        repos.list_versions(pb::ListVersionsRequest { repo: repo(ORG_A, 1), ..Default::default() }).await.unwrap().into_inner().commits;
     let messages: Vec<&str> = log.iter().map(|c| c.message.trim_end()).collect();
     assert_eq!(messages, vec![format!("Reverted all changes back to version {init}").as_str(), "[blaze] second", "Init Blaze app"]);
     assert_eq!(log[1].author_email, "alice@example.test");
 
     // the old parent is no longer the tip: CAS refuses
     let err = repos
-        .commit(pb::CommitRequest { repo: repo(ORG_A, 1), changes: vec![write("x.txt", "x")], message: "late".into(), author: None, expected_parent: init.clone() })
+        .commit(pb::CommitRequest {
+            repo: repo(ORG_A, 1),
+            changes: vec![write("x.txt", "x")],
+            message: "late".into(),
+            author: None,
+            expected_parent: init.clone(),
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Aborted);
 
     for hostile in ["../x", "/etc/passwd", ".git/config", "src/../../y"] {
         let err = repos
-            .commit(pb::CommitRequest { repo: repo(ORG_A, 1), changes: vec![write(hostile, "x")], message: "evil".into(), author: None, expected_parent: String::new() })
+            .commit(pb::CommitRequest {
+                repo: repo(ORG_A, 1),
+                changes: vec![write(hostile, "x")],
+                message: "evil".into(),
+                author: None,
+                expected_parent: String::new(),
+            })
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{hostile}");
@@ -110,9 +137,13 @@ async fn repositories_from_templates_commit_diff_revert_and_reject_hostile_paths
     assert!(err.message().contains("file is too large"), "{}", err.message());
 
     // organisation B sees nothing of A's repository
-    let err = repos.read_file(pb::ReadFileRequest { repo: repo(ORG_B, 1), revision: String::new(), path: "src/App.tsx".into() }).await.unwrap_err();
+    let err = repos
+        .read_file(pb::ReadFileRequest { repo: repo(ORG_B, 1), revision: String::new(), path: "src/App.tsx".into() })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    let log = repos.list_versions(pb::ListVersionsRequest { repo: repo(ORG_B, 1), ..Default::default() }).await.unwrap().into_inner().commits;
+    let log =
+        repos.list_versions(pb::ListVersionsRequest { repo: repo(ORG_B, 1), ..Default::default() }).await.unwrap().into_inner().commits;
     assert!(log.is_empty());
 
     // user tokens can not call internal RPCs at all
@@ -137,7 +168,13 @@ async fn two_concurrent_commits_on_the_same_parent_one_wins() {
         let base = base.clone();
         async move {
             repos
-                .commit(pb::CommitRequest { repo: repo(ORG_A, 2), changes: vec![write(name, name)], message: name.into(), author: None, expected_parent: base })
+                .commit(pb::CommitRequest {
+                    repo: repo(ORG_A, 2),
+                    changes: vec![write(name, name)],
+                    message: name.into(),
+                    author: None,
+                    expected_parent: base,
+                })
                 .await
         }
     };
@@ -148,24 +185,41 @@ async fn two_concurrent_commits_on_the_same_parent_one_wins() {
 }
 
 async fn curl(args: &[&str]) -> (u16, String) {
-    let out = tokio::process::Command::new("curl").args(["-s", "-o", "/dev/stderr", "-w", "%{http_code}"]).args(args).output().await.expect("curl");
+    let out = tokio::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/stderr", "-w", "%{http_code}"])
+        .args(args)
+        .output()
+        .await
+        .expect("curl");
     (String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn objects_round_trip_multipart_and_presigned_urls_are_checked() {
     let mesh = TestMesh::start_with(mesh_options()).await;
-    let mut objects = ObjectServiceClient::new(mesh.service_channel(Role::Artifacts)).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20);
+    let mut objects = ObjectServiceClient::new(mesh.service_channel(Role::Artifacts))
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
 
     // round trip, including a multipart-sized object (> 5 MiB)
     let big: Vec<u8> = (0..6 * 1024 * 1024 + 17).map(|i| (i % 251) as u8).collect();
     let put = objects
-        .put_attachment(pb::PutAttachmentRequest { organization_id: ORG_A.into(), app_id: 1, name: "../../big file.bin".into(), content_type: String::new(), content: big.clone() })
+        .put_attachment(pb::PutAttachmentRequest {
+            organization_id: ORG_A.into(),
+            app_id: 1,
+            name: "../../big file.bin".into(),
+            content_type: String::new(),
+            content: big.clone(),
+        })
         .await
         .unwrap()
         .into_inner();
     assert!(put.key.starts_with(&format!("orgs/{ORG_A}/apps/1/attachments/")) && put.key.ends_with("-big_file.bin"), "{}", put.key);
-    let got = objects.get_attachment(pb::GetAttachmentRequest { organization_id: ORG_A.into(), key: put.key.clone() }).await.unwrap().into_inner();
+    let got = objects
+        .get_attachment(pb::GetAttachmentRequest { organization_id: ORG_A.into(), key: put.key.clone() })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(got.content.len(), big.len());
     assert!(got.content == big);
     // organisation B can not read it
@@ -173,7 +227,13 @@ async fn objects_round_trip_multipart_and_presigned_urls_are_checked() {
     assert_eq!(err.code(), Code::NotFound);
     let too_big = vec![0u8; 11 * 1024 * 1024];
     let err = objects
-        .put_attachment(pb::PutAttachmentRequest { organization_id: ORG_A.into(), app_id: 1, name: "x".into(), content_type: String::new(), content: too_big })
+        .put_attachment(pb::PutAttachmentRequest {
+            organization_id: ORG_A.into(),
+            app_id: 1,
+            name: "x".into(),
+            content_type: String::new(),
+            content: too_big,
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -228,30 +288,46 @@ async fn a_lost_repository_is_restored_from_its_bundle_with_every_version() {
     repos.init_repo(pb::InitRepoRequest { repo: repo(ORG_A, 3), ..Default::default() }).await.unwrap();
     for i in 0..3 {
         repos
-            .commit(pb::CommitRequest { repo: repo(ORG_A, 3), changes: vec![write("src/n.ts", &format!("export const n = {i};\n"))], message: format!("v{i}"), ..Default::default() })
+            .commit(pb::CommitRequest {
+                repo: repo(ORG_A, 3),
+                changes: vec![write("src/n.ts", &format!("export const n = {i};\n"))],
+                message: format!("v{i}"),
+                ..Default::default()
+            })
             .await
             .unwrap();
     }
-    let before = repos.list_versions(pb::ListVersionsRequest { repo: repo(ORG_A, 3), ..Default::default() }).await.unwrap().into_inner().commits;
+    let before =
+        repos.list_versions(pb::ListVersionsRequest { repo: repo(ORG_A, 3), ..Default::default() }).await.unwrap().into_inner().commits;
     assert_eq!(before.len(), 4);
 
     // the volume is lost
     let dir = mesh.cfg.git.root.join(ORG_A).join("3.git");
     std::fs::remove_dir_all(&dir).unwrap();
-    let err = repos.read_file(pb::ReadFileRequest { repo: repo(ORG_A, 3), revision: String::new(), path: "src/n.ts".into() }).await.unwrap_err();
+    let err =
+        repos.read_file(pb::ReadFileRequest { repo: repo(ORG_A, 3), revision: String::new(), path: "src/n.ts".into() }).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
 
     let restored = repos.restore_repo(pb::RestoreRepoRequest { repo: repo(ORG_A, 3) }).await.unwrap().into_inner();
     assert_eq!((restored.commit_hash.as_str(), restored.commits), (before[0].oid.as_str(), 4));
-    let after = repos.list_versions(pb::ListVersionsRequest { repo: repo(ORG_A, 3), ..Default::default() }).await.unwrap().into_inner().commits;
+    let after =
+        repos.list_versions(pb::ListVersionsRequest { repo: repo(ORG_A, 3), ..Default::default() }).await.unwrap().into_inner().commits;
     assert_eq!(after, before);
     for (i, version) in before.iter().take(3).rev().enumerate() {
-        let f = repos.read_file(pb::ReadFileRequest { repo: repo(ORG_A, 3), revision: version.oid.clone(), path: "src/n.ts".into() }).await.unwrap().into_inner();
+        let f = repos
+            .read_file(pb::ReadFileRequest { repo: repo(ORG_A, 3), revision: version.oid.clone(), path: "src/n.ts".into() })
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(String::from_utf8(f.content).unwrap(), format!("export const n = {i};\n"));
     }
     // and the archive of a version is downloadable
     let mut repos2 = repos.clone();
-    let archive = repos2.archive_commit(pb::ArchiveCommitRequest { repo: repo(ORG_A, 3), revision: before[2].oid.clone() }).await.unwrap().into_inner();
+    let archive = repos2
+        .archive_commit(pb::ArchiveCommitRequest { repo: repo(ORG_A, 3), revision: before[2].oid.clone() })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(archive.commit_hash, before[2].oid);
     let bytes = reqwest::get(&archive.url).await.unwrap().bytes().await.unwrap();
     assert!(bytes.len() > 1000 && bytes[0] == 0x1f && bytes[1] == 0x8b, "a gzip archive");

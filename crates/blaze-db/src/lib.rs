@@ -7,10 +7,14 @@
 //! Repositories are plain functions over a `Tx`, one module per table family.
 
 pub mod api_tokens;
+pub mod apps;
 pub mod audit;
+pub mod chats;
 pub mod page;
+pub mod settings;
 pub mod tenancy;
 pub mod usage;
+pub mod views;
 
 use std::time::Duration;
 

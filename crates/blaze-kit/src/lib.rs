@@ -9,11 +9,13 @@ pub mod authz;
 pub mod client;
 pub mod config;
 pub mod context;
+pub mod egress;
 pub mod error;
 pub mod grpc;
 pub mod idempotency;
 pub mod metrics;
 pub mod ops;
+pub mod secrets;
 pub mod telemetry;
 
 pub use config::{Config, ConfigSource, Secret};

@@ -218,7 +218,14 @@ impl GitStore {
         Ok((data, commit.to_string()))
     }
 
-    pub fn list_files(&self, org: &str, app: i64, rev: &str, with_content: bool, max_content: u64) -> StorageResult<(Vec<FileEntry>, String)> {
+    pub fn list_files(
+        &self,
+        org: &str,
+        app: i64,
+        rev: &str,
+        with_content: bool,
+        max_content: u64,
+    ) -> StorageResult<(Vec<FileEntry>, String)> {
         let repo = self.open(org, app)?;
         let commit = Self::resolve(&repo, rev)?;
         let blobs = Self::blobs(&repo, Self::tree_of(&repo, commit)?)?;
@@ -251,7 +258,15 @@ impl GitStore {
     }
 
     /// Apply a change set as one commit on main.
-    pub fn commit(&self, org: &str, app: i64, changes: &[Change], message: &str, author: &Author, expected_parent: Option<&str>) -> StorageResult<CommitOutcome> {
+    pub fn commit(
+        &self,
+        org: &str,
+        app: i64,
+        changes: &[Change],
+        message: &str,
+        author: &Author,
+        expected_parent: Option<&str>,
+    ) -> StorageResult<CommitOutcome> {
         self.check_sizes(changes)?;
         // Normalise every path up front: a bad path fails the whole set.
         let changes: Vec<Change> = changes
@@ -307,8 +322,10 @@ impl GitStore {
                 }
             }
             let tree = editor.write().map_err(git_err)?.detach();
-            if parent.is_some() && tree == base_tree {
-                let head = parent.expect("checked").to_string();
+            if let Some(p) = parent
+                && tree == base_tree
+            {
+                let head = p.to_string();
                 return Ok(CommitOutcome { commit: head.clone(), parent: Some(head), changed: Vec::new(), unchanged: true });
             }
             let time = signature_time();
@@ -326,7 +343,10 @@ impl GitStore {
                         return Err(git_err(e));
                     }
                     if let Some(expected) = expected_parent.filter(|e| !e.is_empty()) {
-                        return Err(StorageError::Conflict { expected: expected.into(), actual: now.map(|p| p.to_string()).unwrap_or_default() });
+                        return Err(StorageError::Conflict {
+                            expected: expected.into(),
+                            actual: now.map(|p| p.to_string()).unwrap_or_default(),
+                        });
                     }
                     tracing::debug!(attempt, "main moved during commit; rebuilding on the new tip");
                 }
@@ -437,7 +457,14 @@ impl GitStore {
             let time = signature_time();
             let sig = gix::actor::SignatureRef { name: author.name.as_str().into(), email: author.email.as_str().into(), time: &time };
             match repo.commit_as(sig, sig, MAIN, message, target_tree, Some(parent)) {
-                Ok(id) => return Ok(CommitOutcome { commit: id.to_string(), parent: Some(parent.to_string()), changed: Vec::new(), unchanged: false }),
+                Ok(id) => {
+                    return Ok(CommitOutcome {
+                        commit: id.to_string(),
+                        parent: Some(parent.to_string()),
+                        changed: Vec::new(),
+                        unchanged: false,
+                    });
+                }
                 Err(e) => {
                     if Self::head_id(&self.open(org, app)?)? == Some(parent) {
                         return Err(git_err(e));

@@ -47,7 +47,9 @@ mod tests {
     fn paths_are_normalised_or_rejected() {
         assert_eq!(normalize("src/App.tsx").unwrap(), "src/App.tsx");
         assert_eq!(normalize("./src//components/./x.ts").unwrap(), "src/components/x.ts");
-        for hostile in ["../x", "src/../../etc/passwd", "/etc/passwd", ".git/config", "a/.GIT/hooks/x", "C:\\x", "a\\b", "", ".", "a/\0b", "~/x"] {
+        for hostile in
+            ["../x", "src/../../etc/passwd", "/etc/passwd", ".git/config", "a/.GIT/hooks/x", "C:\\x", "a\\b", "", ".", "a/\0b", "~/x"]
+        {
             assert!(normalize(hostile).is_err(), "{hostile:?}");
         }
         assert!(normalize(&"a".repeat(600)).is_err());

@@ -4,6 +4,9 @@
 
 use sha1::{Digest, Sha1};
 
+/// The files of one template: (path, content).
+type Files = &'static [(&'static str, &'static [u8])];
+
 include!(concat!(env!("OUT_DIR"), "/templates.rs"));
 
 pub const DEFAULT: &str = "react";

@@ -24,7 +24,9 @@ fn change_sets_commit_read_diff_revert_and_log() {
     let dir = tempfile::tempdir().unwrap();
     let git = store(&dir);
     let author = Author::default();
-    let init = git.init(ORG, 7, &files(&[("index.html", "<html>"), ("src/App.tsx", "app v1\n"), ("src/old.ts", "old")]), "Init Blaze app", &author).unwrap();
+    let init = git
+        .init(ORG, 7, &files(&[("index.html", "<html>"), ("src/App.tsx", "app v1\n"), ("src/old.ts", "old")]), "Init Blaze app", &author)
+        .unwrap();
     assert!(git.repo_dir(ORG, 7).unwrap().join("HEAD").exists());
     assert!(matches!(git.init(ORG, 7, &[], "again", &author), Err(StorageError::RepoExists)));
 
@@ -120,7 +122,10 @@ fn hostile_paths_sizes_and_foreign_orgs_are_refused() {
     assert!(!dir.path().join("escape.txt").exists());
     let big = Change::Write { path: "big.bin".into(), content: vec![1; (1 << 20) + 1] };
     assert!(matches!(git.commit(ORG, 1, &[big], "big", &author, None), Err(StorageError::TooLarge { what: "file", .. })));
-    assert!(matches!(git.commit(ORG, 1, &[Change::Delete { path: "missing".into() }], "x", &author, None), Err(StorageError::FileNotFound(_))));
+    assert!(matches!(
+        git.commit(ORG, 1, &[Change::Delete { path: "missing".into() }], "x", &author, None),
+        Err(StorageError::FileNotFound(_))
+    ));
     // another organisation, or an org id that is a path, finds nothing
     assert!(matches!(git.read_file("0190a1b2-0000-7000-8000-000000000002", 1, "", "a.txt"), Err(StorageError::RepoNotFound)));
     assert!(matches!(git.read_file("../..", 1, "", "a.txt"), Err(StorageError::RepoNotFound)));

@@ -107,6 +107,7 @@ impl TestMesh {
         cfg.s3.secret_key = blaze_kit::Secret(env_or("BLAZE_TEST_S3_SECRET_KEY", "blazesecret"));
         cfg.auth.signing_key = blaze_kit::Secret(signing);
         cfg.auth.signing_key_id = 1;
+        cfg.secrets.encryption_key = blaze_kit::Secret(format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple()));
         cfg.telemetry.log_format = "text".into();
         if let Some(configure) = &opts.configure {
             configure(&mut cfg);

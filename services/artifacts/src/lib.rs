@@ -33,7 +33,12 @@ pub fn bundle_key(org: &str, app: i64) -> String {
     format!("orgs/{org}/apps/{app}/repo.bundle")
 }
 
-pub async fn serve(deps: Deps, listener: TcpListener, security: blaze_kit::grpc::Security, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    deps: Deps,
+    listener: TcpListener,
+    security: blaze_kit::grpc::Security,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(&deps.cfg.git.root)?;
     if deps.cfg.s3.create_bucket
         && let Err(e) = deps.objects.ensure_bucket().await
@@ -44,7 +49,11 @@ pub async fn serve(deps: Deps, listener: TcpListener, security: blaze_kit::grpc:
     let max = blaze_kit::grpc::MAX_MESSAGE_BYTES;
     let objects = deps.objects.clone();
     GrpcServer::new("artifacts")
-        .service(RepositoryServiceServer::new(repository::Repositories::new(deps.clone())).max_decoding_message_size(max).max_encoding_message_size(max))
+        .service(
+            RepositoryServiceServer::new(repository::Repositories::new(deps.clone()))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
         .service(ObjectServiceServer::new(objects::Objects::new(deps)).max_decoding_message_size(max).max_encoding_message_size(max))
         .health_check(Arc::new(move || {
             let objects = objects.clone();

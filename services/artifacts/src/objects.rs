@@ -44,7 +44,10 @@ impl ObjectService for Objects {
             if size > limit {
                 return Err(StorageError::TooLarge { what: "attachment", size, limit }.into());
             }
-            let key = org_key(&r.organization_id, &format!("apps/{}/attachments/{}-{}", r.app_id, uuid::Uuid::now_v7().simple(), safe_name(&r.name)))?;
+            let key = org_key(
+                &r.organization_id,
+                &format!("apps/{}/attachments/{}-{}", r.app_id, uuid::Uuid::now_v7().simple(), safe_name(&r.name)),
+            )?;
             self.deps.objects.put(&key, Bytes::from(r.content)).await?;
             Ok(pb::PutAttachmentResponse { key, size: size as i64 })
         }
@@ -87,7 +90,11 @@ impl ObjectService for Objects {
     async fn delete_objects(&self, req: Request<pb::DeleteObjectsRequest>) -> Rpc<pb::DeleteObjectsResponse> {
         let r = req.into_inner();
         ok(async {
-            let prefix = if r.prefix.is_empty() { format!("orgs/{}/", r.organization_id) } else { format!("{}/", org_key(&r.organization_id, &r.prefix)?) };
+            let prefix = if r.prefix.is_empty() {
+                format!("orgs/{}/", r.organization_id)
+            } else {
+                format!("{}/", org_key(&r.organization_id, &r.prefix)?)
+            };
             let deleted = self.deps.objects.delete_prefix(&prefix).await?;
             Ok(pb::DeleteObjectsResponse { deleted: deleted as i32 })
         }

@@ -69,7 +69,12 @@ impl Repositories {
 }
 
 fn outcome(o: CommitOutcome) -> pb::CommitResponse {
-    pb::CommitResponse { commit_hash: o.commit, parent_hash: o.parent.unwrap_or_default(), changed_paths: o.changed, unchanged: o.unchanged }
+    pb::CommitResponse {
+        commit_hash: o.commit,
+        parent_hash: o.parent.unwrap_or_default(),
+        changed_paths: o.changed,
+        unchanged: o.unchanged,
+    }
 }
 
 #[tonic::async_trait]
@@ -125,7 +130,12 @@ impl RepositoryService for Repositories {
             Ok(pb::ListFilesResponse {
                 files: files
                     .into_iter()
-                    .map(|f| pb::FileEntry { path: f.path, size: f.size as i64, is_binary: f.binary, content: f.content.unwrap_or_default() })
+                    .map(|f| pb::FileEntry {
+                        path: f.path,
+                        size: f.size as i64,
+                        is_binary: f.binary,
+                        content: f.content.unwrap_or_default(),
+                    })
                     .collect(),
                 commit_hash: commit,
             })

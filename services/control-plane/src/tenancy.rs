@@ -333,10 +333,14 @@ impl WorkspaceService for Workspaces {
                 return Err(ApiError::bad_request("INVALID_WORKSPACE_DELETE", "Personal workspace cannot be deleted"));
             }
             let affected = tenancy::workspace_members(&tx, org, ws.id).await?;
+            let app_ids = blaze_db::apps::ids_in_workspace(&tx, org, ws.id).await?;
             tenancy::delete_workspace(&tx, org, ws.id).await?;
             audit::record(&tx, AuditEvent::new(org, "workspace_delete", "workspace").workspace(ws.id).actor(Some(user)).resource(ws.id))
                 .await?;
             tx.commit().await?;
+            for app in app_ids {
+                crate::cleanup::app_removed(&self.deps, org, app);
+            }
             bump(&self.deps, affected).await;
             Ok(pb::DeleteWorkspaceResponse {})
         }
