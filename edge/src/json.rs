@@ -141,7 +141,10 @@ pub fn check_object(
             Some(l) => format!("{l}.{}", f.json_name()),
             None => f.json_name().to_owned(),
         };
-        check_field(&f, v, &name)?;
+        check_field(&f, v, &name).map_err(|e| match Catalog::global().invalid_message(&f) {
+            Some(m) => invalid(m),
+            None => e,
+        })?;
     }
     Ok(())
 }
@@ -243,9 +246,18 @@ pub fn build_request(route: &Route, parts: RequestParts<'_>) -> Result<DynamicMe
     }
 
     if body_rule != "*" {
+        // A header-bound field may also come from the query (`?after=` or
+        // `Last-Event-ID`); a header that is present wins.
+        let from_path_or_header: HashSet<String> = route
+            .template
+            .fields()
+            .into_iter()
+            .map(|f| f.split('.').next().unwrap_or(f).to_owned())
+            .chain(parts.headers.iter().map(|(field, _)| field.clone()))
+            .collect();
         for (k, v) in parts.query {
             let Some(f) = resolve_field(&input, k) else { continue }; // unknown query params are ignored
-            if bound.contains(k.split('.').next().unwrap_or(k)) {
+            if from_path_or_header.contains(k.split('.').next().unwrap_or(k)) {
                 continue;
             }
             let value = scalar_from_text(&f.kind(), v)
@@ -306,6 +318,8 @@ fn wkt_json(msg: &DynamicMessage, catalog: &Catalog) -> Option<Json> {
                 None => Json::Null,
                 Some(f) => match (f.name(), msg.get_field(&f).into_owned()) {
                     ("null_value", _) => Json::Null,
+                    // Struct numbers are doubles; whole ones read better as integers.
+                    ("number_value", Value::F64(n)) if n.fract() == 0.0 && n.abs() < 9.0e15 => Json::Number((n as i64).into()),
                     ("number_value", Value::F64(n)) => serde_json::Number::from_f64(n).map(Json::Number).unwrap_or(Json::Null),
                     ("string_value", Value::String(s)) => Json::String(s),
                     ("bool_value", Value::Bool(b)) => Json::Bool(b),

@@ -27,6 +27,7 @@ sql_migration!(RolesAndTenancy, "m0001_roles_and_tenancy", "0001_roles_and_tenan
 sql_migration!(AuditUsageTokens, "m0002_audit_usage_tokens", "0002_audit_usage_tokens.sql");
 sql_migration!(AppsChatsSettings, "m0003_apps_chats_settings", "0003_apps_chats_settings.sql");
 sql_migration!(JobsPreviewsDeployments, "m0004_jobs_previews_deployments", "0004_jobs_previews_deployments.sql");
+sql_migration!(Prompts, "m0005_prompts", "0005_prompts.sql");
 
 /// The SQL of every migration, in order.
 pub const SQL: &[&str] = &[
@@ -34,6 +35,7 @@ pub const SQL: &[&str] = &[
     include_str!("../sql/0002_audit_usage_tokens.sql"),
     include_str!("../sql/0003_apps_chats_settings.sql"),
     include_str!("../sql/0004_jobs_previews_deployments.sql"),
+    include_str!("../sql/0005_prompts.sql"),
 ];
 
 /// A short fingerprint of the schema (FNV-1a over the SQL), e.g. for naming
@@ -53,7 +55,13 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(RolesAndTenancy), Box::new(AuditUsageTokens), Box::new(AppsChatsSettings), Box::new(JobsPreviewsDeployments)]
+        vec![
+            Box::new(RolesAndTenancy),
+            Box::new(AuditUsageTokens),
+            Box::new(AppsChatsSettings),
+            Box::new(JobsPreviewsDeployments),
+            Box::new(Prompts),
+        ]
     }
 }
 

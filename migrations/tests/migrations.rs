@@ -30,14 +30,14 @@ async fn all_migrations_apply_on_a_fresh_database_with_their_effects() {
     admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.unwrap();
 
     let applied = blaze_migrations::run(&db_url(&name)).await.unwrap();
-    assert_eq!(applied, 4);
+    assert_eq!(applied, 5);
     // idempotent: a second run applies nothing
     assert_eq!(blaze_migrations::run(&db_url(&name)).await.unwrap(), 0);
 
     let db = connect(&db_url(&name)).await;
     // m0001: tenancy tables under RLS, the app role exists without BYPASSRLS
     // m0002: audit/usage/quotas/tokens; m0003: apps/chats/messages/settings;
-    // m0004: jobs/previews/deployments
+    // m0004: jobs/previews/deployments; m0005: the prompt library
     for table in [
         "organizations",
         "organization_memberships",
@@ -57,6 +57,7 @@ async fn all_migrations_apply_on_a_fresh_database_with_their_effects() {
         "previews",
         "deployments",
         "deployment_aliases",
+        "prompts",
     ] {
         let rls = scalar(&db, &format!("SELECT count(*) FROM pg_class WHERE relname = '{table}' AND relrowsecurity")).await;
         assert_eq!(rls, 1, "{table} must exist with row-level security");

@@ -37,6 +37,8 @@ fn fill(template: &str, spec: &MethodSpec, ids: &Ids) -> String {
             "workspace_id" => ids.workspace.clone(),
             "app_id" => ids.app.clone(),
             "chat_id" => ids.chat.clone(),
+            // other numeric ids (prompts, …): a plausible id
+            f if spec.descriptor.input().get_field_by_name(f).is_some_and(|d| matches!(d.kind(), prost_reflect::Kind::Int64)) => "1".into(),
             _ => ids.other.clone(),
         };
         out.push_str(&value);

@@ -12,7 +12,7 @@ use blaze_testkit::{MeshOptions, TestMesh};
 use tonic::Code;
 
 fn mesh_options() -> MeshOptions {
-    MeshOptions { roles: vec![Role::Artifacts], configure: None }
+    MeshOptions { roles: vec![Role::Artifacts], ..Default::default() }
 }
 
 fn repo(org: &str, app: i64) -> Option<pb::RepoRef> {

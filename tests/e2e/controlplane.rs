@@ -210,6 +210,7 @@ async fn a_failure_in_repository_creation_leaves_no_app() {
     let mesh = TestMesh::start_with(MeshOptions {
         roles: vec![Role::Identity, Role::ControlPlane, Role::Edge],
         configure: Some(Arc::new(|cfg| cfg.upstreams.artifacts = "http://127.0.0.1:9".into())),
+        ..Default::default()
     })
     .await;
     let alice = mesh.user("alice").await;
@@ -324,7 +325,12 @@ async fn revert_restores_the_first_turn_and_trims_the_chat() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn settings_are_strict_per_user_and_never_return_secrets() {
-    let mesh = TestMesh::start_with(MeshOptions { roles: vec![Role::Identity, Role::ControlPlane, Role::Edge], configure: None }).await;
+    let mesh = TestMesh::start_with(MeshOptions {
+        roles: vec![Role::Identity, Role::ControlPlane, Role::Edge],
+        configure: None,
+        ..Default::default()
+    })
+    .await;
     let (alice, bob) = (mesh.user("alice").await, mesh.user("bob").await);
     let c = Client::new(&mesh, &alice.api_token);
     let defaults = c.ok("GET", "/settings/user", None).await;

@@ -113,6 +113,7 @@ async fn mesh_with_fake_jobs(
             cfg.upstreams.execution = url.clone();
             configure(cfg);
         })),
+        ..Default::default()
     })
     .await;
     let fake = FakeJobs::default();
@@ -136,6 +137,7 @@ async fn unary_routes_transcode_paths_queries_bodies_and_statuses() {
     let mesh = TestMesh::start_with(MeshOptions {
         roles: vec![Role::Identity, Role::ControlPlane, Role::Edge],
         configure: Some(Arc::new(|cfg| cfg.auth.dev_mode = true)),
+        ..Default::default()
     })
     .await;
     let http = reqwest::Client::builder()
@@ -197,6 +199,7 @@ async fn bad_requests_get_clear_json_errors() {
     let mesh = TestMesh::start_with(MeshOptions {
         roles: vec![Role::Identity, Role::ControlPlane, Role::Edge],
         configure: Some(Arc::new(|cfg| cfg.edge.max_body_bytes = 4096)),
+        ..Default::default()
     })
     .await;
     let alice = mesh.user("alice").await;
@@ -302,7 +305,12 @@ async fn server_streams_become_sse_with_ids_errors_and_cancellation() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn grpc_passes_through_with_reflection_and_auth() {
-    let mesh = TestMesh::start_with(MeshOptions { roles: vec![Role::Identity, Role::ControlPlane, Role::Edge], configure: None }).await;
+    let mesh = TestMesh::start_with(MeshOptions {
+        roles: vec![Role::Identity, Role::ControlPlane, Role::Edge],
+        configure: None,
+        ..Default::default()
+    })
+    .await;
     let alice = mesh.user("alice").await;
     let edge = mesh.edge_url().trim_start_matches("http://").to_owned();
     let grpcurl = grpcurl();
@@ -347,6 +355,7 @@ async fn rate_limits_answer_429_with_headers_per_user() {
             cfg.rate_limit.user_burst = 3;
             cfg.rate_limit.user_per_sec = 0.05;
         })),
+        ..Default::default()
     })
     .await;
     let (alice, bob) = (mesh.user("alice").await, mesh.user("bob").await);
@@ -372,7 +381,12 @@ async fn rate_limits_answer_429_with_headers_per_user() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn openapi_cors_request_ids_and_probes() {
-    let mesh = TestMesh::start_with(MeshOptions { roles: vec![Role::Identity, Role::ControlPlane, Role::Edge], configure: None }).await;
+    let mesh = TestMesh::start_with(MeshOptions {
+        roles: vec![Role::Identity, Role::ControlPlane, Role::Edge],
+        configure: None,
+        ..Default::default()
+    })
+    .await;
     let http = mesh.http();
     let edge = mesh.edge_url();
 

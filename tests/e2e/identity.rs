@@ -28,6 +28,7 @@ async fn mesh_with_idp(extra: impl Fn(&mut blaze_kit::Config) + Send + Sync + 's
             i.configure(cfg);
             extra(cfg);
         })),
+        ..Default::default()
     })
     .await;
     (mesh, idp)
@@ -168,6 +169,7 @@ async fn twenty_concurrent_first_requests_create_one_personal_organisation() {
     let mesh = TestMesh::start_with(MeshOptions {
         roles: vec![Role::Identity, Role::ControlPlane, Role::Edge],
         configure: Some(Arc::new(|cfg| cfg.auth.dev_mode = true)),
+        ..Default::default()
     })
     .await;
     let http = mesh.http();
@@ -223,6 +225,7 @@ async fn bearer_tokens_win_over_dev_headers_and_api_tokens_can_be_revoked() {
     let mesh = TestMesh::start_with(MeshOptions {
         roles: vec![Role::Identity, Role::ControlPlane, Role::Edge],
         configure: Some(Arc::new(|cfg| cfg.auth.dev_mode = true)),
+        ..Default::default()
     })
     .await;
     let alice = mesh.user("alice").await;
@@ -294,7 +297,8 @@ async fn bearer_tokens_win_over_dev_headers_and_api_tokens_can_be_revoked() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn row_level_security_scopes_raw_queries_to_one_organisation() {
-    let mesh = TestMesh::start_with(MeshOptions { roles: vec![Role::Identity, Role::ControlPlane], configure: None }).await;
+    let mesh =
+        TestMesh::start_with(MeshOptions { roles: vec![Role::Identity, Role::ControlPlane], configure: None, ..Default::default() }).await;
     let (alice, bob) = (mesh.user("alice").await, mesh.user("bob").await);
     let app = mesh.db.app().await;
     let count = |org: String, sql: &'static str| {
@@ -406,6 +410,7 @@ async fn idempotency_keys_replay_conflict_and_deduplicate_concurrent_requests() 
     let mesh = TestMesh::start_with(MeshOptions {
         roles: vec![Role::Identity, Role::ControlPlane, Role::Edge],
         configure: Some(Arc::new(|cfg| cfg.auth.dev_mode = true)),
+        ..Default::default()
     })
     .await;
     let http = mesh.http();

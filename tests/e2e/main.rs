@@ -3,6 +3,7 @@
 
 mod access;
 mod artifacts;
+mod chat;
 mod controlplane;
 mod edge;
 mod foundation;

@@ -11,6 +11,7 @@ pub mod apps;
 pub mod audit;
 pub mod chats;
 pub mod page;
+pub mod prompts;
 pub mod settings;
 pub mod tenancy;
 pub mod usage;

@@ -50,6 +50,7 @@ pub struct Config {
     pub edge: EdgeConfig,
     pub rate_limit: RateLimitConfig,
     pub llm: LlmConfig,
+    pub chat: ChatConfig,
     pub sandbox: SandboxConfig,
     pub preview: PreviewConfig,
     pub quotas: QuotaConfig,
@@ -420,6 +421,56 @@ impl Default for LlmConfig {
             retry_base_ms: 250,
             allow_private_base_urls: false,
             prices: BTreeMap::new(),
+        }
+    }
+}
+
+/// Chat turns (orchestrator): leases, stream pacing, request and output limits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChatConfig {
+    /// Lease of a running turn; a turn whose orchestrator stops renewing it
+    /// is failed by another replica after this long.
+    pub turn_lease_ms: u64,
+    /// At most one `chat:response:chunk` per this interval while streaming.
+    pub chunk_interval_ms: u64,
+    /// How often partial text is saved while streaming.
+    pub persist_interval_ms: u64,
+    /// How often a turn checks for a cancel request.
+    pub cancel_poll_ms: u64,
+    /// How long a turn's events stay replayable.
+    pub stream_ttl_secs: u64,
+    pub max_prompt_chars: usize,
+    pub max_attachments: usize,
+    /// Decoded size of one attachment.
+    pub max_attachment_bytes: usize,
+    pub max_selected_components: usize,
+    /// Guardrails on model output: one written file, and all of a turn.
+    pub max_file_bytes: usize,
+    pub max_turn_bytes: usize,
+    /// Continuation rounds for a `blaze-write` cut off by the output limit.
+    pub max_continuations: u32,
+    /// Packages a model may never add, on top of the built-in list of
+    /// known-malicious releases (bare names or exact `name@version`).
+    pub package_deny_list: Vec<String>,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        ChatConfig {
+            turn_lease_ms: 10_000,
+            chunk_interval_ms: 50,
+            persist_interval_ms: 500,
+            cancel_poll_ms: 200,
+            stream_ttl_secs: 3_600,
+            max_prompt_chars: 200_000,
+            max_attachments: 10,
+            max_attachment_bytes: 10 * 1024 * 1024,
+            max_selected_components: 50,
+            max_file_bytes: 1024 * 1024,
+            max_turn_bytes: 8 * 1024 * 1024,
+            max_continuations: 2,
+            package_deny_list: Vec::new(),
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Outbound URL policy (SSRF guard) for URLs that users or models can
 //! influence: provider base URLs, template and registry URLs. Only http(s),
 //! and never loopback, private, link-local or metadata addresses unless the
-//! deployment explicitly allows private targets (a local model server in dev).
+//! deployment explicitly allows private targets (a local model server in dev)
+//! — and link-local/metadata addresses not even then: nothing legitimate
+//! lives there, and cloud credentials do.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -18,6 +20,21 @@ fn private_v6(ip: Ipv6Addr) -> bool {
     }
     let seg = ip.segments();
     ip.is_loopback() || ip.is_unspecified() || (seg[0] & 0xfe00) == 0xfc00 || (seg[0] & 0xffc0) == 0xfe80
+}
+
+/// Link-local addresses, where cloud metadata services answer.
+fn link_local(host: &url::Host<&str>) -> bool {
+    match host {
+        url::Host::Ipv4(ip) => ip.is_link_local(),
+        url::Host::Ipv6(ip) => {
+            let v4 = ip.to_ipv4_mapped();
+            v4.is_some_and(|v| v.is_link_local()) || (ip.segments()[0] & 0xffc0) == 0xfe80 || ip.segments()[..2] == [0xfd00, 0x0ec2]
+        }
+        url::Host::Domain(d) => {
+            let d = d.to_ascii_lowercase();
+            d == "metadata.google.internal" || d == "metadata"
+        }
+    }
 }
 
 /// Is this address off-limits for outbound calls?
@@ -39,6 +56,9 @@ pub fn check_url(raw: &str, allow_private: bool) -> Result<url::Url, String> {
         return Err("credentials in URLs are not allowed".into());
     }
     let host = u.host().ok_or_else(|| "URL has no host".to_owned())?;
+    if link_local(&host) {
+        return Err("private, loopback and metadata addresses are not allowed".into());
+    }
     if allow_private {
         return Ok(u);
     }
@@ -62,6 +82,13 @@ pub fn check_url(raw: &str, allow_private: bool) -> Result<url::Url, String> {
 
 /// After resolving a host: refuse if any address is private.
 pub fn check_resolved(addrs: &[std::net::SocketAddr], allow_private: bool) -> Result<(), String> {
+    let metadata = |ip: IpAddr| match ip {
+        IpAddr::V4(v4) => link_local(&url::Host::Ipv4(v4)),
+        IpAddr::V6(v6) => link_local(&url::Host::Ipv6(v6)),
+    };
+    if addrs.iter().any(|a| metadata(a.ip())) {
+        return Err("the host resolves to a metadata address".into());
+    }
     if !allow_private && addrs.iter().any(|a| is_private(a.ip())) {
         return Err("the host resolves to a private address".into());
     }
@@ -91,6 +118,11 @@ mod tests {
         }
         assert!(check_url("https://api.openai.com/v1", false).is_ok());
         assert!(check_url("http://127.0.0.1:3500/v1", true).is_ok());
+        // metadata services stay off-limits even where private targets are allowed
+        for metadata in ["http://169.254.169.254/latest", "http://metadata.google.internal/", "http://[fd00:ec2::254]/", "http://[::ffff:169.254.169.254]/"] {
+            assert!(check_url(metadata, true).is_err(), "{metadata}");
+        }
+        assert!(check_resolved(&["169.254.169.254:80".parse().unwrap()], true).is_err());
         assert!(check_resolved(&["10.1.2.3:443".parse().unwrap()], false).is_err());
         assert!(check_resolved(&["93.184.216.34:443".parse().unwrap()], false).is_ok());
     }

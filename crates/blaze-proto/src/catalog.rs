@@ -67,6 +67,8 @@ pub struct Catalog {
     sse_events: HashMap<String, String>,
     /// Full names of fields marked `omit_empty`.
     omit_empty: HashSet<String>,
+    /// Contract wording of 400s per field (`invalid_message`).
+    invalid_messages: HashMap<String, String>,
 }
 
 #[derive(Debug)]
@@ -131,6 +133,7 @@ impl Catalog {
         let sse = ext(&pool, "blaze.options.v1.sse")?;
         let sse_event = ext(&pool, "blaze.options.v1.sse_event")?;
         let omit_empty = ext(&pool, "blaze.options.v1.omit_empty")?;
+        let invalid_message = ext(&pool, "blaze.options.v1.invalid_message")?;
 
         let mut methods = Vec::new();
         for service in pool.services() {
@@ -167,6 +170,7 @@ impl Catalog {
         // would decode option bytes for every field of every message.
         let mut sse_events = HashMap::new();
         let mut omit = HashSet::new();
+        let mut invalid_messages = HashMap::new();
         for message in pool.all_messages() {
             for field in message.fields() {
                 let opts = field.options();
@@ -178,9 +182,14 @@ impl Catalog {
                 if opts.has_extension(&omit_empty) && opts.get_extension(&omit_empty).as_bool().unwrap_or(false) {
                     omit.insert(field.full_name().to_owned());
                 }
+                if opts.has_extension(&invalid_message)
+                    && let Some(msg) = opts.get_extension(&invalid_message).as_str()
+                {
+                    invalid_messages.insert(field.full_name().to_owned(), msg.to_owned());
+                }
             }
         }
-        Ok(Catalog { pool, methods, by_path, sse_events, omit_empty: omit })
+        Ok(Catalog { pool, methods, by_path, sse_events, omit_empty: omit, invalid_messages })
     }
 
     /// The catalogue of this build's protos.
@@ -210,6 +219,11 @@ impl Catalog {
     /// Whether a field is omitted from JSON when unset or empty.
     pub fn omit_empty(&self, field: &FieldDescriptor) -> bool {
         self.omit_empty.contains(field.full_name())
+    }
+
+    /// The contract's 400 message for an invalid value of this field.
+    pub fn invalid_message(&self, field: &FieldDescriptor) -> Option<&str> {
+        self.invalid_messages.get(field.full_name()).map(String::as_str)
     }
 }
 

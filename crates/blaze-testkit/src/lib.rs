@@ -3,6 +3,11 @@
 //! database (cloned from a migrated template), its own Redis key prefix and
 //! its own queue names, and removes all of it when dropped.
 //!
+//! The mesh's model provider is [`FakeModel`] (the `blaze-llm` fake server,
+//! configured as the demo model). Roles named in [`MeshOptions::isolated`]
+//! run on their own runtime, so a test can kill one abruptly (like a crashed
+//! process: no cleanup runs) and start it again on the same port.
+//!
 //! Dependencies are found through `BLAZE_TEST_PG_ADMIN` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`) and `BLAZE_TEST_REDIS`
 //! (default `redis://127.0.0.1:6379/0`).
@@ -18,6 +23,7 @@ use blaze_kit::{Config, client::ServiceInterceptor};
 use blaze_proto::identity::{self as idpb, identity_service_client::IdentityServiceClient};
 use tonic::{service::interceptor::InterceptedService, transport::Channel};
 
+pub use blaze_llm::fake::{FakeModel, RecordedRequest};
 pub use database::TestDatabase;
 
 fn env_or(name: &str, default: &str) -> String {
@@ -31,14 +37,52 @@ pub type Configure = Arc<dyn Fn(&mut Config) + Send + Sync>;
 #[derive(Clone)]
 pub struct MeshOptions {
     pub roles: Vec<Role>,
+    /// Roles (among `roles`) run on their own runtime: [`TestMesh::kill_role`]
+    /// and [`TestMesh::restart_role`] work on them.
+    pub isolated: Vec<Role>,
     /// Adjust the configuration before the roles start.
     pub configure: Option<Configure>,
 }
 
 impl Default for MeshOptions {
     fn default() -> Self {
-        MeshOptions { roles: Role::ALL.to_vec(), configure: None }
+        MeshOptions { roles: Role::ALL.to_vec(), isolated: Vec::new(), configure: None }
     }
+}
+
+/// A role on its own runtime: dropping the runtime stops every task of the
+/// role at once, as a process crash would.
+struct IsolatedRole {
+    runtime: Option<tokio::runtime::Runtime>,
+    mesh: Option<Mesh>,
+}
+
+impl IsolatedRole {
+    async fn start(cfg: Config, role: Role) -> IsolatedRole {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+        let mesh = runtime.spawn(async move { blaze::start(cfg, &[role]).await }).await.expect("role task").expect("isolated role starts");
+        IsolatedRole { runtime: Some(runtime), mesh: Some(mesh) }
+    }
+
+    fn kill(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+        if let Some(mesh) = self.mesh.take() {
+            std::mem::forget(mesh); // its tasks died with the runtime
+        }
+    }
+}
+
+impl Drop for IsolatedRole {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A free loopback port (for roles that must come back on the same one).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 /// A user of the test mesh with an internal token.
@@ -60,6 +104,11 @@ pub struct TestMesh {
     pub keys: Arc<KeySet>,
     pub addrs: BTreeMap<Role, SocketAddr>,
     mesh: Option<Mesh>,
+    isolated: BTreeMap<Role, IsolatedRole>,
+    /// Configuration the isolated roles start with.
+    isolated_cfg: Config,
+    /// The model provider of this mesh.
+    pub model: FakeModel,
     pub db: TestDatabase,
     redis_url: String,
     redis_prefix: String,
@@ -109,14 +158,54 @@ impl TestMesh {
         cfg.auth.signing_key_id = 1;
         cfg.secrets.encryption_key = blaze_kit::Secret(format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple()));
         cfg.telemetry.log_format = "text".into();
+        let model = FakeModel::start().await.expect("fake model");
+        cfg.llm.demo_base_url = model.base_url();
+        cfg.llm.allow_private_base_urls = true;
+        cfg.llm.retry_base_ms = 20;
+        cfg.chat.turn_lease_ms = 1_500;
         if let Some(configure) = &opts.configure {
             configure(&mut cfg);
         }
+        // Isolated roles get fixed ports up front, so the others know where
+        // to reach them and a restart comes back at the same address.
+        for role in &opts.isolated {
+            let addr = format!("127.0.0.1:{}", free_port());
+            let url = format!("http://{addr}");
+            match role {
+                Role::Identity => (cfg.listen.identity, cfg.upstreams.identity) = (addr, url),
+                Role::ControlPlane => (cfg.listen.control_plane, cfg.upstreams.control_plane) = (addr, url),
+                Role::Orchestrator => (cfg.listen.orchestrator, cfg.upstreams.orchestrator) = (addr, url),
+                Role::Execution => (cfg.listen.execution, cfg.upstreams.execution) = (addr, url),
+                Role::Artifacts => (cfg.listen.artifacts, cfg.upstreams.artifacts) = (addr, url),
+                Role::Edge => panic!("the edge can not be isolated"),
+            }
+        }
         let keys = blaze::roles::keys(&cfg).expect("keys");
-        let mesh = blaze::start(cfg, &opts.roles).await.expect("mesh starts");
+        let shared: Vec<Role> = opts.roles.iter().copied().filter(|r| !opts.isolated.contains(r)).collect();
+        let mesh = blaze::start(cfg, &shared).await.expect("mesh starts");
+        let isolated_cfg = (*mesh.cfg).clone();
+        let mut addrs = mesh.addrs.clone();
+        let mut isolated = BTreeMap::new();
+        for role in &opts.isolated {
+            let r = IsolatedRole::start(isolated_cfg.clone(), *role).await;
+            addrs.extend(r.mesh.as_ref().expect("mesh").addrs.clone());
+            isolated.insert(*role, r);
+        }
         let cfg = mesh.cfg.clone();
-        let addrs = mesh.addrs.clone();
-        TestMesh { cfg, keys, addrs, mesh: Some(mesh), db, redis_url, redis_prefix, _dirs: dirs }
+        TestMesh { cfg, keys, addrs, mesh: Some(mesh), isolated, isolated_cfg, model, db, redis_url, redis_prefix, _dirs: dirs }
+    }
+
+    /// Stop an isolated role abruptly: its tasks vanish mid-flight, like a
+    /// killed process (leases are not released, streams not ended).
+    pub fn kill_role(&mut self, role: Role) {
+        self.isolated.get_mut(&role).unwrap_or_else(|| panic!("{} is not isolated", role.name())).kill();
+    }
+
+    /// Start a killed isolated role again on its port.
+    pub async fn restart_role(&mut self, role: Role) {
+        self.kill_role(role);
+        let r = IsolatedRole::start(self.isolated_cfg.clone(), role).await;
+        self.isolated.insert(role, r);
     }
 
     /// A plain channel to a role.
@@ -202,6 +291,9 @@ impl TestMesh {
 
     /// Stop the roles (the database and keys go when the mesh is dropped).
     pub async fn stop(&mut self) {
+        for r in self.isolated.values_mut() {
+            r.kill();
+        }
         if let Some(mesh) = self.mesh.take() {
             mesh.stop().await;
         }
@@ -221,6 +313,9 @@ pub fn authed<T>(msg: T, token: &str) -> tonic::Request<T> {
 
 impl Drop for TestMesh {
     fn drop(&mut self) {
+        for r in self.isolated.values_mut() {
+            r.kill();
+        }
         if let Some(mesh) = self.mesh.take() {
             mesh.shutdown_token().cancel();
             drop(mesh);

@@ -178,11 +178,26 @@ async fn dev_up(cfg: Config, var: &std::path::Path) -> anyhow::Result<()> {
     std::fs::write(var.join("dev/token"), &minted.token)?;
     let roles: Vec<Role> = Role::ALL.to_vec();
     blaze_kit::telemetry::init(&cfg.telemetry);
+    // Until a real provider is configured, chats talk to the demo model.
+    let mut cfg = cfg;
+    let _demo = if cfg.llm.providers.is_empty() && cfg.llm.demo_base_url.is_empty() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let demo = blaze_llm::fake::FakeModel::serve(listener, Default::default())?;
+        cfg.llm.demo_base_url = demo.base_url();
+        cfg.llm.allow_private_base_urls = true;
+        Some(demo)
+    } else {
+        None
+    };
+    let demo_url = cfg.llm.demo_base_url.clone();
     let mut mesh = roles::start(cfg, &roles).await?;
     println!();
     println!("Blaze Service is running (dev mode).");
     for (role, addr) in &mesh.addrs {
         println!("  {:<14} {}", role.name(), addr);
+    }
+    if !demo_url.is_empty() {
+        println!("  demo model     {demo_url}");
     }
     println!("  dev user       dev-user (org {})", principal.default_org);
     println!("  dev token      {}/dev/token", var.display());

@@ -181,7 +181,11 @@ pub async fn start(mut cfg: Config, roles: &[Role]) -> anyhow::Result<Mesh> {
                 let deps = blaze_artifacts::Deps::new(cfg.clone())?;
                 tasks.spawn(async move { (role.name(), blaze_artifacts::serve(deps, listener, security, s).await) });
             }
-            Role::Orchestrator | Role::Execution => {
+            Role::Orchestrator => {
+                let deps = blaze_orchestrator::Deps { cfg: cfg.clone(), db: db.clone().expect("db"), redis: redis.clone(), clients };
+                tasks.spawn(async move { (role.name(), blaze_orchestrator::serve(deps, listener, security, s).await) });
+            }
+            Role::Execution => {
                 // Roles whose services land in later changes answer health and
                 // reflection only.
                 let server = blaze_kit::grpc::GrpcServer::new(role.name());

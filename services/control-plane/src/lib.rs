@@ -8,6 +8,7 @@ mod chats;
 mod cleanup;
 mod map;
 mod meta;
+mod prompts;
 pub mod quota;
 mod settings;
 pub mod tenancy;
@@ -19,9 +20,10 @@ use blaze_db::Db;
 use blaze_kit::{CancellationToken, Config, client::ServiceClients, grpc::GrpcServer, secrets::SecretBox};
 use blaze_proto::controlplane::{
     app_service_server::AppServiceServer, chat_service_server::ChatServiceServer, meta_service_server::MetaServiceServer,
-    organization_service_server::OrganizationServiceServer, quota_service_server::QuotaServiceServer,
-    settings_service_server::SettingsServiceServer, template_service_server::TemplateServiceServer,
-    version_service_server::VersionServiceServer, workspace_service_server::WorkspaceServiceServer,
+    organization_service_server::OrganizationServiceServer, prompt_service_server::PromptServiceServer,
+    quota_service_server::QuotaServiceServer, settings_service_server::SettingsServiceServer,
+    template_service_server::TemplateServiceServer, version_service_server::VersionServiceServer,
+    workspace_service_server::WorkspaceServiceServer,
 };
 use blaze_redis::Redis;
 use tokio::net::TcpListener;
@@ -54,6 +56,7 @@ pub async fn serve(
         .service(ChatServiceServer::new(chats::Chats::new(deps.clone())).max_decoding_message_size(max))
         .service(SettingsServiceServer::new(settings::Settings::new(deps.clone(), secrets)).max_decoding_message_size(max))
         .service(QuotaServiceServer::new(quota::Quotas::new(deps.clone())).max_decoding_message_size(max))
+        .service(PromptServiceServer::new(prompts::Prompts::new(deps.clone())).max_decoding_message_size(max))
         .service(MetaServiceServer::new(meta::Meta { version: deps.cfg.edge.app_version.clone() }))
         .health_check(Arc::new(move || {
             let db = db.clone();

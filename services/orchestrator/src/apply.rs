@@ -1,0 +1,225 @@
+//! Applying a turn's tags as one commit through artifacts.
+//!
+//! The plan is built against the files at the current tip and committed with
+//! compare-and-swap on that tip; when someone else committed in between
+//! (another chat of the same app, a revert), the plan is rebuilt on the new
+//! tip and tried again, so edits never land on a tree they were not checked
+//! against.
+
+use std::collections::{BTreeMap, HashMap};
+
+use blaze_kit::{ApiError, ApiResult, client::Intercepted};
+use blaze_proto::artifacts::{self as art, object_service_client::ObjectServiceClient, repository_service_client::RepositoryServiceClient};
+use blaze_tags::{Guardrails, Plan, Tag};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::context::SourceFile;
+
+const CAS_ATTEMPTS: usize = 3;
+
+/// What a proposal stores on its message so it can be applied later.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct StoredPlan {
+    pub version: u32,
+    /// The model's full response; tags are re-read from it when applied.
+    pub response: String,
+    /// Upload ids (`BLAZE_ATTACHMENT_<i>`) → object keys.
+    #[serde(default)]
+    pub uploads: BTreeMap<String, String>,
+}
+
+pub fn repos(clients: &blaze_kit::client::ServiceClients) -> RepositoryServiceClient<Intercepted> {
+    RepositoryServiceClient::new(clients.intercepted("artifacts")).max_decoding_message_size(blaze_kit::grpc::MAX_MESSAGE_BYTES)
+}
+
+pub fn objects(clients: &blaze_kit::client::ServiceClients) -> ObjectServiceClient<Intercepted> {
+    ObjectServiceClient::new(clients.intercepted("artifacts")).max_decoding_message_size(blaze_kit::grpc::MAX_MESSAGE_BYTES)
+}
+
+pub fn repo_ref(org: Uuid, app: i64) -> art::RepoRef {
+    art::RepoRef { organization_id: org.to_string(), app_id: app }
+}
+
+/// Every file of the app at `revision` (`""` = tip) with text content, and
+/// the commit it came from.
+pub async fn read_files(
+    repos: &mut RepositoryServiceClient<Intercepted>,
+    org: Uuid,
+    app: i64,
+    revision: &str,
+) -> ApiResult<(Vec<SourceFile>, String)> {
+    let resp = repos
+        .list_files(art::ListFilesRequest {
+            repo: Some(repo_ref(org, app)),
+            revision: revision.to_owned(),
+            include_content: true,
+            max_content_bytes: 1_000 * 1024,
+        })
+        .await
+        .map_err(|s| ApiError::from_status(&s))?
+        .into_inner();
+    let files = resp
+        .files
+        .into_iter()
+        .map(|f| SourceFile { content: if f.is_binary { None } else { String::from_utf8(f.content).ok() }, path: f.path, size: f.size })
+        .collect();
+    Ok((files, resp.commit_hash))
+}
+
+/// The plan's view of the files: text content; binary files as empty text
+/// so they can still be deleted or renamed.
+pub fn file_map(files: &[SourceFile]) -> HashMap<String, String> {
+    files.iter().map(|f| (f.path.clone(), f.content.clone().unwrap_or_default())).collect()
+}
+
+pub fn guardrails(cfg: &blaze_kit::config::ChatConfig) -> Guardrails {
+    let mut g = Guardrails { max_file_bytes: cfg.max_file_bytes, max_turn_bytes: cfg.max_turn_bytes, ..Guardrails::default() };
+    g.denied_packages.extend(cfg.package_deny_list.iter().cloned());
+    g
+}
+
+/// `package.json` with `packages` added to `dependencies` (at `latest`
+/// unless a version is given), or None when it can not be edited.
+pub fn add_dependencies(package_json: &str, packages: &[String]) -> Option<String> {
+    let mut doc: serde_json::Value = serde_json::from_str(package_json).ok()?;
+    let deps = doc.as_object_mut()?.entry("dependencies").or_insert_with(|| serde_json::json!({}));
+    let deps = deps.as_object_mut()?;
+    for spec in packages {
+        // `@scope/name@1.2` → (`@scope/name`, `1.2`)
+        let (name, version) = match spec.rfind('@') {
+            Some(i) if i > 0 => (&spec[..i], &spec[i + 1..]),
+            _ => (spec.as_str(), "latest"),
+        };
+        deps.insert(name.to_owned(), serde_json::Value::String(version.to_owned()));
+    }
+    let mut out = serde_json::to_string_pretty(&doc).ok()?;
+    out.push('\n');
+    Some(out)
+}
+
+pub fn commit_message(plan: &Plan) -> String {
+    let title = plan.title.clone().unwrap_or_else(|| "Changes from chat".to_owned());
+    let mut parts = Vec::new();
+    let count = |n: usize, what: &str| format!("{what} {n} file{}", if n == 1 { "" } else { "s" });
+    if !plan.writes.is_empty() {
+        parts.push(count(plan.writes.len(), "wrote"));
+    }
+    if !plan.renames.is_empty() {
+        parts.push(count(plan.renames.len(), "renamed"));
+    }
+    if !plan.deletes.is_empty() {
+        parts.push(count(plan.deletes.len(), "deleted"));
+    }
+    if !plan.packages.is_empty() {
+        parts.push(format!("added {} package{}", plan.packages.len(), if plan.packages.len() == 1 { "" } else { "s" }));
+    }
+    format!("[blaze] {title} - {}", parts.join(", "))
+}
+
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub plan: Plan,
+    /// None when nothing changed.
+    pub commit_hash: Option<String>,
+    /// A dependency edit that could not be made (no or invalid package.json).
+    pub dependency_error: Option<String>,
+}
+
+/// Build the plan on the tip and commit it (CAS, rebuilt on conflict).
+pub async fn apply(
+    repos: &mut RepositoryServiceClient<Intercepted>,
+    org: Uuid,
+    app: i64,
+    tags: &[Tag],
+    guard: &Guardrails,
+    uploads: &HashMap<String, Vec<u8>>,
+    author: art::Author,
+) -> ApiResult<Applied> {
+    let mut last_err = None;
+    for _ in 0..CAS_ATTEMPTS {
+        let (files, tip) = read_files(repos, org, app, "").await?;
+        let plan = blaze_tags::build(tags, &file_map(&files), guard);
+        if plan.is_empty() {
+            return Ok(Applied { plan, ..Default::default() });
+        }
+        let mut changes = Vec::new();
+        use art::file_change::Change;
+        for path in &plan.deletes {
+            changes.push(art::FileChange { change: Some(Change::Delete(art::FileDelete { path: path.clone() })) });
+        }
+        for (from, to) in &plan.renames {
+            changes.push(art::FileChange { change: Some(Change::Rename(art::FileRename { from: from.clone(), to: to.clone() })) });
+        }
+        let mut writes: BTreeMap<String, Vec<u8>> = plan
+            .writes
+            .iter()
+            .map(|(path, content)| {
+                let bytes = uploads.get(content.trim()).cloned().unwrap_or_else(|| content.clone().into_bytes());
+                (path.clone(), bytes)
+            })
+            .collect();
+        let mut dependency_error = None;
+        if !plan.packages.is_empty() {
+            let current = writes
+                .get("package.json")
+                .and_then(|b| String::from_utf8(b.clone()).ok())
+                .or_else(|| files.iter().find(|f| f.path == "package.json").and_then(|f| f.content.clone()));
+            match current.as_deref().and_then(|pj| add_dependencies(pj, &plan.packages)) {
+                Some(updated) => {
+                    writes.insert("package.json".into(), updated.into_bytes());
+                }
+                None => dependency_error = Some("package.json is missing or not valid JSON; the packages were not added".to_owned()),
+            }
+        }
+        for (path, content) in writes {
+            changes.push(art::FileChange { change: Some(Change::Write(art::FileWrite { path, content })) });
+        }
+        let req = art::CommitRequest {
+            repo: Some(repo_ref(org, app)),
+            changes,
+            message: commit_message(&plan),
+            author: Some(author.clone()),
+            expected_parent: tip,
+        };
+        match repos.commit(req).await {
+            Ok(resp) => {
+                let resp = resp.into_inner();
+                let commit_hash = (!resp.unchanged).then_some(resp.commit_hash);
+                return Ok(Applied { plan, commit_hash, dependency_error });
+            }
+            Err(s) if s.code() == tonic::Code::Aborted => {
+                last_err = Some(ApiError::from_status(&s));
+                continue;
+            }
+            Err(s) => return Err(ApiError::from_status(&s)),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| ApiError::conflict("CONCURRENT_CHANGE", "The app changed while applying; try again")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dependencies_are_added_to_package_json() {
+        let pj = r#"{"name":"app","dependencies":{"react":"^19.0.0"}}"#;
+        let out = add_dependencies(pj, &["nanoid".into(), "@scope/pkg@1.2.3".into()]).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["dependencies"]["react"], "^19.0.0");
+        assert_eq!(v["dependencies"]["nanoid"], "latest");
+        assert_eq!(v["dependencies"]["@scope/pkg"], "1.2.3");
+        assert!(add_dependencies("not json", &["x".into()]).is_none());
+    }
+
+    #[test]
+    fn commit_messages_count_changes() {
+        let mut plan = Plan { title: Some("Add login".into()), ..Default::default() };
+        plan.writes.insert("a".into(), "1".into());
+        plan.writes.insert("b".into(), "2".into());
+        plan.deletes.push("c".into());
+        plan.packages.push("zod".into());
+        assert_eq!(commit_message(&plan), "[blaze] Add login - wrote 2 files, deleted 1 file, added 1 package");
+    }
+}
