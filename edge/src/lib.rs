@@ -12,7 +12,8 @@
 //! pipeline), [`openapi`].
 
 pub mod auth;
-pub mod json;
+pub mod hosts;
+mod json;
 pub mod openapi;
 mod readiness;
 mod respond;
@@ -95,6 +96,7 @@ pub fn state(deps: Deps) -> anyhow::Result<server::EdgeState> {
         auth,
         openapi,
         readiness: readiness::Readiness::default(),
+        hosts: hosts::Hosts::new(&deps.clients),
     })
 }
 

@@ -51,6 +51,7 @@ pub struct EdgeState {
     pub auth: Authenticator,
     pub openapi: Bytes,
     pub readiness: crate::readiness::Readiness,
+    pub hosts: crate::hosts::Hosts,
 }
 
 pub struct Edge(pub Arc<EdgeState>);
@@ -65,6 +66,10 @@ pub struct Ctx {
     pub cors_origin: Option<String>,
     pub gate: Option<GateResult>,
     pub status: u16,
+    /// `unix:/path` or `http://host:port` of the preview this request goes to.
+    pub preview_upstream: Option<String>,
+    /// The preview's id and token.
+    pub preview: Option<(String, String)>,
 }
 
 const CORS_HEADERS: &str = "Content-Type, Authorization, X-Blaze-Channel, x-blaze-dev-user-sub, x-blaze-dev-user-email, x-blaze-dev-user-name, Idempotency-Key, Last-Event-ID, X-Request-Id, traceparent, tracestate, x-grpc-web, x-user-agent, grpc-timeout";
@@ -333,6 +338,66 @@ impl Edge {
         Bytes::from(frame)
     }
 
+    /// A request for a preview host: check the token, then proxy.
+    async fn preview(&self, session: &mut Session, ctx: &mut Ctx, id: &str, token: &str) -> Result<bool> {
+        ctx.route = "preview".into();
+        match self.0.hosts.preview(id, token).await {
+            Ok(Some(r)) if !r.upstream.is_empty() => {
+                ctx.preview_upstream = Some(r.upstream);
+                ctx.preview = Some((id.to_owned(), token.to_owned()));
+                Ok(false)
+            }
+            Ok(_) => respond::error(session, ctx, 404, "This preview is not running", "PREVIEW_NOT_FOUND").await,
+            Err(status) => {
+                tracing::warn!(error = %status.message(), "resolving a preview failed");
+                respond::error(session, ctx, 503, "Previews are unavailable", "UNAVAILABLE").await
+            }
+        }
+    }
+
+    /// A request for an app host: the live deployment's files.
+    async fn deployed_app(&self, session: &mut Session, ctx: &mut Ctx, label: &str) -> Result<bool> {
+        ctx.route = "app".into();
+        let req = session.req_header();
+        let head = req.method == http::Method::HEAD;
+        if req.method != http::Method::GET && !head {
+            return respond::error(session, ctx, 405, "Method not allowed", "METHOD_NOT_ALLOWED").await;
+        }
+        let raw = req.uri.path().trim_start_matches('/').to_owned();
+        let deployment = match self.0.hosts.deployment(label).await {
+            Ok(Some(d)) => d,
+            Ok(None) => return respond::error(session, ctx, 404, "Nothing is deployed at this address", "DEPLOYMENT_NOT_FOUND").await,
+            Err(status) => {
+                tracing::warn!(error = %status.message(), "resolving a deployment failed");
+                return respond::error(session, ctx, 503, "Deployments are unavailable", "UNAVAILABLE").await;
+            }
+        };
+        let decoded = percent_decode(&raw);
+        let path = if decoded.is_empty() || decoded.ends_with('/') { format!("{decoded}index.html") } else { decoded };
+        if path.split('/').any(|seg| seg == ".." || seg.is_empty()) {
+            return respond::error(session, ctx, 404, "Not found", "NOT_FOUND").await;
+        }
+        let mut served = path.clone();
+        let mut content = self.0.hosts.file(&deployment, &path).await;
+        if matches!(content, Ok(None)) && !path.rsplit('/').next().unwrap_or_default().contains('.') {
+            // a client-side route of a single page app
+            served = "index.html".into();
+            content = self.0.hosts.file(&deployment, &served).await;
+        }
+        match content {
+            Ok(Some(body)) => {
+                let extra = [("cache-control", crate::hosts::cache_control(&served).to_owned())];
+                let body = if head { Bytes::new() } else { body };
+                respond::send(session, ctx, 200, Some(crate::hosts::content_type(&served)), body, &extra).await
+            }
+            Ok(None) => respond::error(session, ctx, 404, "Not found", "NOT_FOUND").await,
+            Err(status) => {
+                tracing::warn!(error = %status.message(), "reading a deployed file failed");
+                respond::error(session, ctx, 503, "Deployments are unavailable", "UNAVAILABLE").await
+            }
+        }
+    }
+
     async fn sse(
         &self,
         session: &mut Session,
@@ -407,6 +472,26 @@ impl Edge {
     }
 }
 
+/// `%xx` escapes of a URL path decoded (invalid ones kept as they are).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(v) = u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16)
+        {
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[async_trait]
 impl ProxyHttp for Edge {
     type CTX = Ctx;
@@ -429,6 +514,12 @@ impl ProxyHttp for Edge {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let host = header(session.req_header(), "host").or_else(|| session.req_header().uri.host()).unwrap_or_default().to_owned();
+        match crate::hosts::classify(&host) {
+            crate::hosts::Host::Preview(id, token) => return self.preview(session, ctx, &id, &token).await,
+            crate::hosts::Host::App(label) => return self.deployed_app(session, ctx, &label).await,
+            crate::hosts::Host::Api => {}
+        }
         ctx.cors_origin = self.cors_origin(session.req_header());
         let req = session.req_header();
         if req.method == http::Method::OPTIONS && header(req, "access-control-request-method").is_some() {
@@ -466,6 +557,16 @@ impl ProxyHttp for Edge {
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        if let Some(upstream) = &ctx.preview_upstream {
+            let mut peer = match upstream.strip_prefix("unix:") {
+                Some(path) => HttpPeer::new_uds(path, false, String::new())?,
+                None => HttpPeer::new(upstream.trim_start_matches("http://").trim_end_matches('/'), false, String::new()),
+            };
+            peer.options.connection_timeout = Some(Duration::from_secs(5));
+            peer.options.read_timeout = None;
+            peer.options.idle_timeout = Some(Duration::from_secs(60));
+            return Ok(Box::new(peer));
+        }
         let role = ctx.grpc_role.ok_or_else(|| Error::explain(ErrorType::InternalError, "no upstream for this request"))?;
         let mut peer = HttpPeer::new(self.0.upstreams.authority(role), false, String::new());
         // min version 2 on a plaintext peer = HTTP/2 with prior knowledge (h2c)
@@ -478,6 +579,13 @@ impl ProxyHttp for Edge {
     }
 
     async fn upstream_request_filter(&self, _session: &mut Session, upstream: &mut RequestHeader, ctx: &mut Ctx) -> Result<()> {
+        if ctx.preview_upstream.is_some() {
+            // Dev servers only answer hosts they know (DNS-rebinding guard).
+            upstream.insert_header("host", "localhost")?;
+            upstream.remove_header("authorization");
+            upstream.insert_header("x-request-id", &ctx.request_id)?;
+            return Ok(());
+        }
         // nothing the client sent may look like an internal credential
         upstream.remove_header("authorization");
         for h in ["x-blaze-dev-user-sub", "x-blaze-dev-user-email", "x-blaze-dev-user-name"] {
@@ -504,6 +612,23 @@ impl ProxyHttp for Edge {
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         if !matches!(e.esource(), pingora_core::ErrorSource::Downstream) {
             tracing::warn!(error = %e, request_id = %ctx.request_id, "proxying failed");
+        }
+        if ctx.preview_upstream.is_some() {
+            // Stopped since we last looked? Then it is gone, not broken.
+            let gone = match &ctx.preview {
+                Some((id, token)) => {
+                    self.0.hosts.forget_preview(id, token);
+                    matches!(self.0.hosts.preview(id, token).await, Ok(None))
+                }
+                None => false,
+            };
+            let (status, message, code) = if gone {
+                (404, "This preview is not running", "PREVIEW_NOT_FOUND")
+            } else {
+                (502, "The preview's dev server is not answering", "PREVIEW_UNAVAILABLE")
+            };
+            let _ = respond::error(session, ctx, status, message, code).await;
+            return FailToProxy { error_code: status, can_reuse_downstream: false };
         }
         let _ = respond::grpc_error(session, ctx, tonic::Code::Unavailable, "Upstream service unavailable").await;
         FailToProxy { error_code: 502, can_reuse_downstream: false }

@@ -30,7 +30,7 @@ async fn all_migrations_apply_on_a_fresh_database_with_their_effects() {
     admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.unwrap();
 
     let applied = blaze_migrations::run(&db_url(&name)).await.unwrap();
-    assert_eq!(applied, 5);
+    assert_eq!(applied, 6);
     // idempotent: a second run applies nothing
     assert_eq!(blaze_migrations::run(&db_url(&name)).await.unwrap(), 0);
 
@@ -63,6 +63,15 @@ async fn all_migrations_apply_on_a_fresh_database_with_their_effects() {
         assert_eq!(rls, 1, "{table} must exist with row-level security");
     }
     assert_eq!(scalar(&db, "SELECT count(*) FROM pg_roles WHERE rolname = 'blaze_app' AND NOT rolbypassrls AND NOT rolsuper").await, 1);
+    // m0006: cross-tenant lookups are SECURITY DEFINER functions the app role may call
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT count(*) FROM pg_proc WHERE proname IN ('blaze_preview_org', 'blaze_alias_org', 'blaze_idle_previews') AND prosecdef"
+        )
+        .await,
+        3
+    );
     // m0002: the ledgers are append-only even for the owner
     db.execute_unprepared(
         "INSERT INTO organizations (id, slug, name) VALUES ('00000000-0000-7000-8000-000000000001', 'o', 'O');

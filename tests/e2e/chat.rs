@@ -144,8 +144,12 @@ async fn every_tag_kind_applies_in_order_and_failures_are_reported_in_the_messag
     assert_eq!(file(&c, app, "src/pages/Missing.tsx").await.0, 200, "renamed to");
     assert!(file(&c, app, "src/App.tsx").await.1["data"].as_str().unwrap().contains("./pages/Missing.tsx"), "search-replace");
     assert!(file(&c, app, "src/lib/format.ts").await.1["data"].as_str().unwrap().contains("toUpperCase"));
+    // the dependency was installed by an install job (through the registry proxy)
     let pkg: Value = serde_json::from_str(file(&c, app, "package.json").await.1["data"].as_str().unwrap()).unwrap();
-    assert_eq!(pkg["dependencies"]["nanoid"], "latest", "dependency recorded in package.json");
+    let version = pkg["dependencies"]["nanoid"].as_str().unwrap();
+    assert!(version.starts_with('^') && version[1..].starts_with(|c: char| c.is_ascii_digit()), "installed version range: {version}");
+    let lock = file(&c, app, "package-lock.json").await.1["data"].as_str().unwrap().to_owned();
+    assert!(lock.contains("node_modules/nanoid"), "the lockfile has it");
     let v = versions(&c, app).await;
     assert_eq!(v.len(), 2, "one commit for all of it");
     assert!(v[0]["message"].as_str().unwrap().contains("added 1 package"));

@@ -6,6 +6,7 @@ mod artifacts;
 mod chat;
 mod controlplane;
 mod edge;
+mod execution;
 mod foundation;
 mod identity;
 mod support;

@@ -10,6 +10,7 @@ pub mod api_tokens;
 pub mod apps;
 pub mod audit;
 pub mod chats;
+pub mod execution;
 pub mod page;
 pub mod prompts;
 pub mod settings;

@@ -486,10 +486,20 @@ pub struct SandboxConfig {
     pub pids: u64,
     pub cpu_quota_percent: u64,
     pub deadline_secs: u64,
-    /// Registry URL install jobs may reach (empty = installs offline only).
+    /// Registry install jobs may read, through a read-only proxy (empty =
+    /// installs work offline only).
     pub npm_registry: String,
+    /// The bubblewrap binary of the local driver.
+    pub bwrap: String,
+    /// Refuse to run local sandboxes without cgroup v1 limits.
+    pub require_cgroups: bool,
     /// Kubernetes namespace and image for the kube driver.
     pub namespace: String,
+    /// kube driver: the object store's address range (sandboxes fetch
+    /// sources and upload outputs there), and the namespace of the platform
+    /// pods allowed to reach dev servers.
+    pub kube_object_storage_cidr: String,
+    pub kube_platform_namespace: String,
     pub image: String,
     pub runtime_class: String,
     /// Warm dependency caches, one per template version.
@@ -505,8 +515,12 @@ impl Default for SandboxConfig {
             pids: 512,
             cpu_quota_percent: 100,
             deadline_secs: 600,
-            npm_registry: String::new(),
+            npm_registry: "https://registry.npmjs.org".into(),
+            bwrap: "bwrap".into(),
+            require_cgroups: true,
             namespace: "blaze-sandboxes".into(),
+            kube_object_storage_cidr: "10.0.0.0/8".into(),
+            kube_platform_namespace: "blaze".into(),
             image: "ghcr.io/blaze/sandbox-node:20".into(),
             runtime_class: String::new(),
             cache_root: PathBuf::from("var/cache"),

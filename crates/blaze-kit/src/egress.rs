@@ -119,7 +119,12 @@ mod tests {
         assert!(check_url("https://api.openai.com/v1", false).is_ok());
         assert!(check_url("http://127.0.0.1:3500/v1", true).is_ok());
         // metadata services stay off-limits even where private targets are allowed
-        for metadata in ["http://169.254.169.254/latest", "http://metadata.google.internal/", "http://[fd00:ec2::254]/", "http://[::ffff:169.254.169.254]/"] {
+        for metadata in [
+            "http://169.254.169.254/latest",
+            "http://metadata.google.internal/",
+            "http://[fd00:ec2::254]/",
+            "http://[::ffff:169.254.169.254]/",
+        ] {
             assert!(check_url(metadata, true).is_err(), "{metadata}");
         }
         assert!(check_resolved(&["169.254.169.254:80".parse().unwrap()], true).is_err());

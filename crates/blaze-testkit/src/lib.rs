@@ -59,9 +59,22 @@ struct IsolatedRole {
 
 impl IsolatedRole {
     async fn start(cfg: Config, role: Role) -> IsolatedRole {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-        let mesh = runtime.spawn(async move { blaze::start(cfg, &[role]).await }).await.expect("role task").expect("isolated role starts");
-        IsolatedRole { runtime: Some(runtime), mesh: Some(mesh) }
+        // A killed predecessor's tasks are dropped in the background; its
+        // listener may hold the port for a moment.
+        let mut attempts = 0;
+        loop {
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+            let c = cfg.clone();
+            match runtime.spawn(async move { blaze::start(c, &[role]).await }).await.expect("role task") {
+                Ok(mesh) => return IsolatedRole { runtime: Some(runtime), mesh: Some(mesh) },
+                Err(e) if attempts < 100 && e.to_string().contains("Address already in use") => {
+                    runtime.shutdown_background();
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("isolated role starts: {e:#}"),
+            }
+        }
     }
 
     fn kill(&mut self) {
@@ -149,7 +162,12 @@ impl TestMesh {
         cfg.amqp.prefix = format!("t{}", &id[..12]);
         cfg.git.root = dirs.path().join("repos");
         cfg.sandbox.root = dirs.path().join("sandboxes");
-        cfg.sandbox.cache_root = dirs.path().join("cache");
+        // The warm dependency cache is shared by every test (and run): it is
+        // keyed by template version and filled once, under a file lock.
+        cfg.sandbox.cache_root =
+            std::env::var("BLAZE_TEST_CACHE").map(Into::into).unwrap_or_else(|_| std::env::temp_dir().join("blaze-test-cache"));
+        cfg.amqp.url = blaze_kit::Secret(env_or("BLAZE_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/%2f"));
+        cfg.amqp.retry_delay_ms = 300;
         cfg.s3.bucket = format!("t-{}", &id[..12]);
         cfg.s3.endpoint = env_or("BLAZE_TEST_S3", "http://127.0.0.1:9000");
         cfg.s3.access_key = blaze_kit::Secret(env_or("BLAZE_TEST_S3_ACCESS_KEY", "blaze"));
@@ -289,6 +307,20 @@ impl TestMesh {
         reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client")
     }
 
+    /// An HTTP client that reaches the edge for any host name of `url`
+    /// (preview and app hosts like `x.preview.localhost` do not resolve
+    /// through the system resolver).
+    pub fn http_for(&self, url: &str) -> reqwest::Client {
+        let host = url.split("://").nth(1).and_then(|r| r.split(['/', ':']).next()).unwrap_or("localhost").to_owned();
+        let edge = self.addrs[&Role::Edge];
+        reqwest::Client::builder()
+            .resolve(&host, edge)
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("client")
+    }
+
     /// Stop the roles (the database and keys go when the mesh is dropped).
     pub async fn stop(&mut self) {
         for r in self.isolated.values_mut() {
@@ -323,9 +355,21 @@ impl Drop for TestMesh {
         let url = self.redis_url.clone();
         let prefix = self.redis_prefix.clone();
         let s3 = self.cfg.s3.clone();
+        let amqp = self.cfg.amqp.clone();
         let cleanup = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             rt.block_on(async move {
+                let queue = blaze_queue::QueueConfig {
+                    url: amqp.url.expose().to_owned(),
+                    prefix: amqp.prefix.clone(),
+                    prefetch: 1,
+                    max_attempts: 1,
+                    retry_delay: Duration::from_millis(u64::from(amqp.retry_delay_ms)),
+                };
+                if let Ok(Ok(broker)) = tokio::time::timeout(Duration::from_secs(5), blaze_queue::Broker::connect(queue)).await {
+                    let _ = broker.delete_queues(&["jobs"]).await;
+                    broker.close().await;
+                }
                 if let Ok(store) = blaze_storage::objects::ObjectStore::new(&s3)
                     && store.exists("probe").await.is_ok()
                 {

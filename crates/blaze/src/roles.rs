@@ -186,10 +186,8 @@ pub async fn start(mut cfg: Config, roles: &[Role]) -> anyhow::Result<Mesh> {
                 tasks.spawn(async move { (role.name(), blaze_orchestrator::serve(deps, listener, security, s).await) });
             }
             Role::Execution => {
-                // Roles whose services land in later changes answer health and
-                // reflection only.
-                let server = blaze_kit::grpc::GrpcServer::new(role.name());
-                tasks.spawn(async move { (role.name(), server.serve(listener, security, s).await) });
+                let deps = blaze_execution::Deps { cfg: cfg.clone(), db: db.clone().expect("db"), redis: redis.clone(), clients };
+                tasks.spawn(async move { (role.name(), blaze_execution::serve(deps, listener, security, s).await) });
             }
             Role::Edge => {
                 let deps = blaze_edge::Deps { cfg: cfg.clone(), keys: keys.clone(), redis: redis.clone(), clients };

@@ -126,15 +126,54 @@ pub struct Applied {
     pub dependency_error: Option<String>,
 }
 
+/// Install `packages` on `commit` in a sandbox (an execution job): the
+/// resulting `package.json` and `package-lock.json`, or None when execution
+/// is unavailable or the install failed (the caller falls back to editing
+/// `package.json`).
+async fn install(
+    clients: &blaze_kit::client::ServiceClients,
+    scope: (Uuid, Uuid),
+    app: i64,
+    commit: &str,
+    packages: &[String],
+) -> Option<(String, String)> {
+    use blaze_proto::execution::{SubmitJobRequest, job_service_client::JobServiceClient};
+    let mut jobs = JobServiceClient::new(clients.intercepted("execution"));
+    let (org, ws) = scope;
+    let req = SubmitJobRequest {
+        organization_id: org.to_string(),
+        workspace_id: ws.to_string(),
+        app_id: app,
+        kind: "install".into(),
+        commit_hash: commit.to_owned(),
+        packages: packages.to_vec(),
+        requested_by_user_id: String::new(),
+        wait: true,
+    };
+    let job = match jobs.submit_job(req).await {
+        Ok(r) => r.into_inner().job?,
+        Err(e) => {
+            tracing::warn!(error = %e.message(), "the install job could not run; editing package.json instead");
+            return None;
+        }
+    };
+    if job.state != "succeeded" {
+        tracing::warn!(state = %job.state, error = ?job.error, "the install job did not succeed");
+        return None;
+    }
+    let package_json = job.result.get("package.json").filter(|s| !s.is_empty())?.clone();
+    Some((package_json, job.result.get("package-lock.json").cloned().unwrap_or_default()))
+}
+
 /// Build the plan on the tip and commit it (CAS, rebuilt on conflict).
 pub async fn apply(
+    clients: &blaze_kit::client::ServiceClients,
     repos: &mut RepositoryServiceClient<Intercepted>,
-    org: Uuid,
+    (org, ws): (Uuid, Uuid),
     app: i64,
     tags: &[Tag],
     guard: &Guardrails,
     uploads: &HashMap<String, Vec<u8>>,
-    author: art::Author,
 ) -> ApiResult<Applied> {
     let mut last_err = None;
     for _ in 0..CAS_ATTEMPTS {
@@ -160,7 +199,17 @@ pub async fn apply(
             })
             .collect();
         let mut dependency_error = None;
-        if !plan.packages.is_empty() {
+        let installed = if !plan.packages.is_empty() && !writes.contains_key("package.json") {
+            install(clients, (org, ws), app, &tip, &plan.packages).await
+        } else {
+            None
+        };
+        if let Some((package_json, lock)) = installed {
+            writes.insert("package.json".into(), package_json.into_bytes());
+            if !lock.is_empty() {
+                writes.insert("package-lock.json".into(), lock.into_bytes());
+            }
+        } else if !plan.packages.is_empty() {
             let current = writes
                 .get("package.json")
                 .and_then(|b| String::from_utf8(b.clone()).ok())
@@ -179,7 +228,7 @@ pub async fn apply(
             repo: Some(repo_ref(org, app)),
             changes,
             message: commit_message(&plan),
-            author: Some(author.clone()),
+            author: Some(crate::turn::author()),
             expected_parent: tip,
         };
         match repos.commit(req).await {

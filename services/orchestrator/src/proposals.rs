@@ -143,7 +143,7 @@ impl Proposals {
             }
             let tags = blaze_tags::parse(&stored.response).tags;
             let guard = apply::guardrails(&shared.cfg.chat);
-            let applied = apply::apply(&mut repos, s.org, app.id, &tags, &guard, &uploads, turn::author()).await?;
+            let applied = apply::apply(&shared.clients, &mut repos, (s.org, s.ws), app.id, &tags, &guard, &uploads).await?;
             let rec = TurnRecord {
                 id: String::new(),
                 org_id: s.org,

@@ -327,7 +327,17 @@ impl Turn {
                         }
                         let uploads: HashMap<String, Vec<u8>> = self.uploads.iter().map(|(k, (b, _))| (k.clone(), b.clone())).collect();
                         let mut repos = apply::repos(&s.clients);
-                        match apply::apply(&mut repos, org, self.rec.app_id, &parsed.tags, &guard, &uploads, author()).await {
+                        match apply::apply(
+                            &s.clients,
+                            &mut repos,
+                            (org, self.rec.workspace_id),
+                            self.rec.app_id,
+                            &parsed.tags,
+                            &guard,
+                            &uploads,
+                        )
+                        .await
+                        {
                             Ok(applied) => {
                                 title = applied.plan.title.clone();
                                 errors = applied.plan.error_output();
