@@ -226,8 +226,10 @@ pub struct LocalDriver {
 }
 
 impl LocalDriver {
-    pub fn new(cfg: LocalConfig) -> Result<LocalDriver, SandboxError> {
+    pub fn new(mut cfg: LocalConfig) -> Result<LocalDriver, SandboxError> {
         std::fs::create_dir_all(&cfg.root)?;
+        // Paths go into the sandbox (bind targets, socket names): absolute only.
+        cfg.root = std::fs::canonicalize(&cfg.root)?;
         let cgroups = CgroupRoots::discover();
         if cgroups.is_none() {
             if cfg.require_cgroups {

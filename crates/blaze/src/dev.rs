@@ -10,13 +10,14 @@ use blaze_kit::Config;
 /// Development defaults on top of the loaded configuration.
 pub fn prepare(mut cfg: Config, var: &Path) -> anyhow::Result<Config> {
     std::fs::create_dir_all(var.join("dev"))?;
+    let var = &std::fs::canonicalize(var)?;
     if cfg.auth.signing_key.is_empty() && cfg.auth.verify_keys.is_empty() {
         let path = var.join("dev/signing.key");
         let key = match std::fs::read_to_string(&path) {
             Ok(k) if !k.trim().is_empty() => k.trim().to_owned(),
             _ => {
                 let k = blaze_auth::KeySet::new_private_key_hex();
-                std::fs::write(&path, &k)?;
+                write_secret(&path, &k)?;
                 k
             }
         };
@@ -28,7 +29,7 @@ pub fn prepare(mut cfg: Config, var: &Path) -> anyhow::Result<Config> {
             Ok(k) if k.trim().len() == 64 => k.trim().to_owned(),
             _ => {
                 let k: String = (0..32).map(|_| format!("{:02x}", rand_byte())).collect();
-                std::fs::write(&path, &k)?;
+                write_secret(&path, &k)?;
                 k
             }
         };
@@ -48,6 +49,13 @@ pub fn prepare(mut cfg: Config, var: &Path) -> anyhow::Result<Config> {
     }
     cfg.telemetry.log_format = if cfg.telemetry.log_format == "json" { "text".into() } else { cfg.telemetry.log_format };
     Ok(cfg)
+}
+
+/// Write a secret readable by its owner only.
+pub fn write_secret(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    std::io::Write::write_all(&mut f, content.as_bytes())
 }
 
 fn rand_byte() -> u8 {

@@ -175,7 +175,7 @@ async fn dev_up(cfg: Config, var: &std::path::Path) -> anyhow::Result<()> {
     )
     .await
     .map_err(|e| anyhow::anyhow!(e.message))?;
-    std::fs::write(var.join("dev/token"), &minted.token)?;
+    blaze::dev::write_secret(&var.join("dev/token"), &minted.token)?;
     let roles: Vec<Role> = Role::ALL.to_vec();
     blaze_kit::telemetry::init(&cfg.telemetry);
     // Until a real provider is configured, chats talk to the demo model.
