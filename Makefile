@@ -38,6 +38,7 @@ build: ## build everything
 	$(CARGO) build --workspace
 
 test: deps tools ## all tests against real dependencies
+	$(CARGO) build -p blaze  # fault tests run roles as separate processes
 	set -a; source $(DEPS_ENV); set +a; $(CARGO) test --workspace --no-fail-fast -- --test-threads=$${BLAZE_TEST_THREADS:-3}
 
 lint: tools ## formatting, clippy (deny warnings), buf lint

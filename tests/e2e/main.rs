@@ -7,6 +7,7 @@ mod chat;
 mod controlplane;
 mod edge;
 mod execution;
+mod faults;
 mod foundation;
 mod identity;
 mod support;

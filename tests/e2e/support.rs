@@ -76,3 +76,59 @@ pub fn grpcurl() -> std::path::PathBuf {
     assert!(p.exists(), "grpcurl not found at {}: run `make tools`", p.display());
     p
 }
+
+/// A TCP proxy between the mesh and one dependency that a test can break:
+/// `cut` drops every open connection (a network blip, a restarted server),
+/// `set_down(true)` refuses new ones until `set_down(false)`.
+pub struct Chaos {
+    pub port: u16,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    generation: tokio::sync::watch::Sender<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Chaos {
+    pub async fn start(target: std::net::SocketAddr) -> Chaos {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (generation, _) = tokio::sync::watch::channel(0u64);
+        let (d, g) = (down.clone(), generation.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                if d.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let mut cut = g.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Chaos { port, down, generation, task }
+    }
+
+    /// Close every open connection.
+    pub fn cut(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+        if down {
+            self.cut();
+        }
+    }
+}
+
+impl Drop for Chaos {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

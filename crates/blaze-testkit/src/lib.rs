@@ -40,13 +40,17 @@ pub struct MeshOptions {
     /// Roles (among `roles`) run on their own runtime: [`TestMesh::kill_role`]
     /// and [`TestMesh::restart_role`] work on them.
     pub isolated: Vec<Role>,
+    /// Roles (among `roles`) the test runs as separate `blaze serve`
+    /// processes ([`TestMesh::spawn_role`]): they get fixed ports and are
+    /// not started in this process.
+    pub processes: Vec<Role>,
     /// Adjust the configuration before the roles start.
     pub configure: Option<Configure>,
 }
 
 impl Default for MeshOptions {
     fn default() -> Self {
-        MeshOptions { roles: Role::ALL.to_vec(), isolated: Vec::new(), configure: None }
+        MeshOptions { roles: Role::ALL.to_vec(), isolated: Vec::new(), processes: Vec::new(), configure: None }
     }
 }
 
@@ -93,8 +97,44 @@ impl Drop for IsolatedRole {
     }
 }
 
+/// The `blaze` binary next to the running test (build it with
+/// `cargo build -p blaze`; `make test` does).
+pub fn blaze_binary() -> std::path::PathBuf {
+    if let Ok(p) = std::env::var("BLAZE_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("test executable");
+    // target/<profile>/deps/<test> → target/<profile>/blaze
+    let bin = exe.parent().and_then(|d| d.parent()).map(|d| d.join("blaze")).expect("target directory");
+    assert!(bin.exists(), "{} is missing: build it with `cargo build -p blaze` (make test does)", bin.display());
+    bin
+}
+
+/// A role running as its own process; killed (SIGKILL) on drop.
+pub struct RoleProcess {
+    child: std::process::Child,
+}
+
+impl RoleProcess {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no cleanup of any kind, like a crashed node.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RoleProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// A free loopback port (for roles that must come back on the same one).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
@@ -186,7 +226,7 @@ impl TestMesh {
         }
         // Isolated roles get fixed ports up front, so the others know where
         // to reach them and a restart comes back at the same address.
-        for role in &opts.isolated {
+        for role in opts.isolated.iter().chain(&opts.processes) {
             let addr = format!("127.0.0.1:{}", free_port());
             let url = format!("http://{addr}");
             match role {
@@ -195,11 +235,11 @@ impl TestMesh {
                 Role::Orchestrator => (cfg.listen.orchestrator, cfg.upstreams.orchestrator) = (addr, url),
                 Role::Execution => (cfg.listen.execution, cfg.upstreams.execution) = (addr, url),
                 Role::Artifacts => (cfg.listen.artifacts, cfg.upstreams.artifacts) = (addr, url),
-                Role::Edge => panic!("the edge can not be isolated"),
+                Role::Edge => panic!("only gRPC roles get fixed ports; spawn extra edges with spawn_edge"),
             }
         }
         let keys = blaze::roles::keys(&cfg).expect("keys");
-        let shared: Vec<Role> = opts.roles.iter().copied().filter(|r| !opts.isolated.contains(r)).collect();
+        let shared: Vec<Role> = opts.roles.iter().copied().filter(|r| !opts.isolated.contains(r) && !opts.processes.contains(r)).collect();
         let mesh = blaze::start(cfg, &shared).await.expect("mesh starts");
         let isolated_cfg = (*mesh.cfg).clone();
         let mut addrs = mesh.addrs.clone();
@@ -209,8 +249,53 @@ impl TestMesh {
             addrs.extend(r.mesh.as_ref().expect("mesh").addrs.clone());
             isolated.insert(*role, r);
         }
+        for role in &opts.processes {
+            let addr = match role {
+                Role::Identity => &isolated_cfg.listen.identity,
+                Role::ControlPlane => &isolated_cfg.listen.control_plane,
+                Role::Orchestrator => &isolated_cfg.listen.orchestrator,
+                Role::Execution => &isolated_cfg.listen.execution,
+                Role::Artifacts => &isolated_cfg.listen.artifacts,
+                Role::Edge => unreachable!("checked above"),
+            };
+            addrs.insert(*role, addr.parse().expect("fixed address"));
+        }
         let cfg = mesh.cfg.clone();
         TestMesh { cfg, keys, addrs, mesh: Some(mesh), isolated, isolated_cfg, model, db, redis_url, redis_prefix, _dirs: dirs }
+    }
+
+    /// Run `role` as a separate `blaze serve` process with this mesh's
+    /// configuration (`listen` overrides its address, e.g. for an extra
+    /// edge). Its output goes to `log`.
+    pub fn spawn_role(&self, role: Role, listen: Option<&str>, log: &std::path::Path) -> RoleProcess {
+        let mut cfg = self.isolated_cfg.clone();
+        if let Some(addr) = listen {
+            match role {
+                Role::Edge => cfg.listen.edge = addr.to_owned(),
+                Role::Identity => cfg.listen.identity = addr.to_owned(),
+                Role::ControlPlane => cfg.listen.control_plane = addr.to_owned(),
+                Role::Orchestrator => cfg.listen.orchestrator = addr.to_owned(),
+                Role::Execution => cfg.listen.execution = addr.to_owned(),
+                Role::Artifacts => cfg.listen.artifacts = addr.to_owned(),
+            }
+        }
+        cfg.listen.metrics = String::new();
+        cfg.telemetry.log_format = "json".into();
+        cfg.telemetry.log_filter = "info".into();
+        let path = self._dirs.path().join(format!("{}-{}.toml", role.name(), uuid::Uuid::new_v4().simple()));
+        std::fs::write(&path, toml::to_string(&cfg).expect("config as TOML")).expect("write config");
+        let out = std::fs::File::create(log).expect("log file");
+        let child = std::process::Command::new(blaze_binary())
+            .args(["serve", "--role", role.name(), "--config"])
+            .arg(&path)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().expect("log file"))
+            .stderr(out)
+            .spawn()
+            .expect("spawn blaze serve");
+        RoleProcess { child }
     }
 
     /// Stop an isolated role abruptly: its tasks vanish mid-flight, like a

@@ -82,8 +82,12 @@ pub async fn handle(shared: Shared, d: Delivery) -> Outcome {
     };
     let current = match shared.load_job(running.organization_id, running.id).await {
         Ok(Some(r)) => r,
-        _ => running,
+        _ => running.clone(),
     };
+    if current.attempts != running.attempts || current.is_terminal() {
+        // Cancelled, or a newer attempt owns the job now: its outcome is not ours.
+        return Outcome::Ack;
+    }
     match result {
         Ok(value) => {
             let _ = shared.finish(&current, "succeeded", None, Some(value)).await;
@@ -173,13 +177,19 @@ fn tail_text(tail: &std::sync::Mutex<VecDeque<String>>) -> String {
     tail.lock().expect("log tail").iter().cloned().collect::<Vec<_>>().join("\n")
 }
 
-/// Wait for a run to end, stopping it when the job is cancelled.
-async fn wait_or_cancel(shared: &Shared, job: Uuid, sb: &Sandbox) -> Exit {
+/// Wait for a run to end, stopping it when the job is cancelled or another
+/// worker took the job over (this one lost its broker connection and the
+/// job was redelivered): only the newest attempt may finish it.
+async fn wait_or_cancel(shared: &Shared, row: &JobRow, sb: &Sandbox) -> Exit {
     loop {
         tokio::select! {
             exit = sb.wait() => return exit,
             _ = tokio::time::sleep(Duration::from_millis(500)) => {
-                if shared.cancel_requested(job).await {
+                let superseded = match shared.load_job(row.organization_id, row.id).await {
+                    Ok(Some(now)) => now.attempts != row.attempts || now.is_terminal(),
+                    _ => false,
+                };
+                if superseded || shared.cancel_requested(row.id).await {
                     sb.cancel();
                 }
             }
@@ -197,14 +207,16 @@ async fn install(shared: &Shared, row: &JobRow, run_id: String, dir: &std::path:
     let mut sb = shared.driver.start(s).await?;
     shared.job_log(row.id, "system", &format!("installing dependencies {}", packages.join(" "))).await;
     let tail = forward_logs(shared, row.id, &mut sb);
-    match wait_or_cancel(shared, row.id, &sb).await {
+    match wait_or_cancel(shared, row, &sb).await {
         Exit::Succeeded => Ok(()),
         exit => Err(JobError::Failed(format!("installing dependencies failed ({}):\n{}", exit.describe(), tail_text(&tail)))),
     }
 }
 
-fn run_id(prefix: char, job: Uuid) -> String {
-    format!("{prefix}{}", &job.simple().to_string()[..24])
+/// A sandbox id per job attempt: a redelivered job never shares a
+/// directory or cgroup with a previous attempt that may still be running.
+fn run_id(prefix: char, row: &JobRow) -> String {
+    format!("{prefix}{}-{}", &row.id.simple().to_string()[..24], row.attempts)
 }
 
 async fn run_preview(shared: &Shared, row: &JobRow) -> JobResult {
@@ -224,7 +236,7 @@ async fn run_preview(shared: &Shared, row: &JobRow) -> JobResult {
     let (files, commit) = shared.files_at(org, row.app_id, row.commit_hash.as_deref().unwrap_or("")).await?;
     let project = shared.prepare(&preview_id, &template, &files).await?;
     if !project.deps_ready {
-        install(shared, row, run_id('i', row.id), &project.dir, &[]).await?;
+        install(shared, row, run_id('i', row), &project.dir, &[]).await?;
     }
     // 0.0.0.0: the sandbox has its own network namespace (local) or is reached
     // through a Service (kube), so all interfaces are the sandbox's own.
@@ -310,11 +322,11 @@ async fn run_build(shared: &Shared, row: &JobRow, deploy: bool) -> JobResult {
     let org = row.organization_id;
     let template = row.payload.get("templateId").and_then(|v| v.as_str()).unwrap_or("react").to_owned();
     let (files, commit) = shared.files_at(org, row.app_id, row.commit_hash.as_deref().unwrap_or("")).await?;
-    let id = run_id('b', row.id);
+    let id = run_id('b', row);
     let project = shared.prepare(&id, &template, &files).await?;
     let result = async {
         if !project.deps_ready {
-            install(shared, row, run_id('i', row.id), &project.dir, &[]).await?;
+            install(shared, row, run_id('i', row), &project.dir, &[]).await?;
         }
         let mut s = spec(
             shared,
@@ -334,7 +346,7 @@ async fn run_build(shared: &Shared, row: &JobRow, deploy: bool) -> JobResult {
         let mut sb = shared.driver.start(s).await?;
         shared.job_log(row.id, "system", &format!("building {commit}")).await;
         let tail = forward_logs(shared, row.id, &mut sb);
-        match wait_or_cancel(shared, row.id, &sb).await {
+        match wait_or_cancel(shared, row, &sb).await {
             Exit::Succeeded => {}
             Exit::Cancelled => return Err(JobError::Failed("cancelled".into())),
             exit => return Err(JobError::Failed(format!("the build failed ({}):\n{}", exit.describe(), tail_text(&tail)))),
@@ -353,7 +365,7 @@ async fn run_install(shared: &Shared, row: &JobRow) -> JobResult {
     let org = row.organization_id;
     let packages: Vec<String> = row.payload.get("packages").and_then(|v| serde_json::from_value(v.clone()).ok()).unwrap_or_default();
     let (files, commit) = shared.files_at(org, row.app_id, row.commit_hash.as_deref().unwrap_or("")).await?;
-    let id = run_id('i', row.id);
+    let id = run_id('i', row);
     let project = shared.prepare(&id, "react", &files).await?;
     let result = async {
         install(shared, row, id.clone(), &project.dir, &packages).await?;
