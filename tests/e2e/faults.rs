@@ -187,10 +187,7 @@ async fn rabbitmq_connection_loss_loses_no_job_and_runs_none_twice() {
     amqp.cut();
     // publishing while RabbitMQ is unreachable waits for it to come back
     amqp.set_down(true);
-    let pending = tokio::spawn({
-        let fut = submit(&mut jobs);
-        async move { fut.await }
-    });
+    let pending = tokio::spawn(submit(&mut jobs));
     tokio::time::sleep(Duration::from_secs(2)).await;
     amqp.set_down(false);
     ids.push(pending.await.unwrap().expect("published after the outage"));
