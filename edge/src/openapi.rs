@@ -227,9 +227,42 @@ pub fn generate(table: &RouteTable, catalog: &Catalog, version: &str) -> Json {
     })
 }
 
+/// A copy of `v` whose objects list their keys in order, whichever order
+/// `serde_json::Map` keeps (its `preserve_order` feature depends on what
+/// else is in the build).
+fn sorted(v: &Json) -> Json {
+    match v {
+        Json::Object(map) => {
+            let entries: BTreeMap<&String, Json> = map.iter().map(|(k, v)| (k, sorted(v))).collect();
+            Json::Object(entries.into_iter().map(|(k, v)| (k.clone(), v)).collect())
+        }
+        Json::Array(items) => Json::Array(items.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
+}
+
+/// The document as `docs/openapi.json` keeps it and `blaze openapi` prints
+/// it: this build's version, sorted keys, pretty-printed, trailing newline.
+pub fn document() -> anyhow::Result<String> {
+    let catalog = Catalog::global();
+    let table = RouteTable::from_catalog(catalog)?;
+    let version = blaze_kit::config::EdgeConfig::default().app_version;
+    let mut text = serde_json::to_string_pretty(&sorted(&generate(&table, catalog, &version)))?;
+    text.push('\n');
+    Ok(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn docs_openapi_json_is_up_to_date() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.json");
+        let expected = document().unwrap();
+        let actual = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(actual == expected, "docs/openapi.json is stale: run `make openapi`");
+    }
 
     #[test]
     fn every_route_is_documented_with_resolvable_refs() {

@@ -134,6 +134,11 @@ impl Edge {
             }
             AuthError::Unavailable(m) => (503, "UNAVAILABLE", m, None),
         };
+        // Read what the client is still sending before refusing it: an unread
+        // body makes pingora close the connection, and a client still writing
+        // then sees a reset instead of this answer. Bounded, since the sender
+        // is not trusted.
+        let _ = tokio::time::timeout(Duration::from_secs(2), session.drain_request_body()).await;
         if grpc {
             let code = match status {
                 401 => tonic::Code::Unauthenticated,

@@ -5,6 +5,11 @@
 //! with `BLAZE_A_B_C`, or read from a file named by `BLAZE_A_B_C_FILE` (so
 //! Kubernetes Secrets mount cleanly). Unknown keys in the file are errors;
 //! secrets are wrapped in [`Secret`] and never printed.
+//!
+//! Every field carries a `///` comment: `docs/configuration.md` is generated
+//! from them ([`reference`]), and a test fails when one is missing.
+
+pub mod reference;
 
 use std::{collections::BTreeMap, fmt, path::PathBuf};
 
@@ -39,33 +44,56 @@ pub struct Config {
     pub listen: ListenConfig,
     /// Where each role is reached by the others (default: its listen address).
     pub upstreams: UpstreamConfig,
+    /// Postgres.
     pub database: DatabaseConfig,
+    /// Redis: rate limits, revocation, leases, resumable streams, idempotency records.
     pub redis: RedisConfig,
+    /// RabbitMQ: the job queues of the execution role.
     pub amqp: AmqpConfig,
+    /// The S3-compatible object store (attachments, archives, build outputs).
     pub s3: S3Config,
+    /// The bare git repositories of apps (artifacts role).
     pub git: GitConfig,
+    /// Token signing and verification (internal, service and API tokens).
     pub auth: AuthConfig,
+    /// Verification of OIDC ID tokens at the edge.
     pub oidc: OidcConfig,
+    /// The sign-in page's OAuth2 authorization-code + PKCE flow.
     pub oauth: OAuthConfig,
+    /// The public HTTP edge.
     pub edge: EdgeConfig,
+    /// Per-user and per-organisation rate limits at the edge.
     pub rate_limit: RateLimitConfig,
+    /// Model providers, defaults and prices.
     pub llm: LlmConfig,
+    /// Chat turns (orchestrator): leases, stream pacing, request and output limits.
     pub chat: ChatConfig,
+    /// Sandboxes for installs, builds and previews (execution role).
     pub sandbox: SandboxConfig,
+    /// Preview runs of apps.
     pub preview: PreviewConfig,
+    /// Default quotas of organisations and users.
     pub quotas: QuotaConfig,
+    /// Logs and traces.
     pub telemetry: TelemetryConfig,
+    /// Encryption of stored secrets.
     pub secrets: SecretsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ListenConfig {
+    /// The HTTP edge (the only public listener).
     pub edge: String,
+    /// gRPC of the identity role.
     pub identity: String,
+    /// gRPC of the control-plane role.
     pub control_plane: String,
+    /// gRPC of the orchestrator role.
     pub orchestrator: String,
+    /// gRPC of the execution role.
     pub execution: String,
+    /// gRPC of the artifacts role.
     pub artifacts: String,
     /// Prometheus `/metrics` and `/healthz` of the process (empty = off).
     pub metrics: String,
@@ -89,10 +117,15 @@ impl Default for ListenConfig {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct UpstreamConfig {
+    /// gRPC URL of the identity role.
     pub identity: String,
+    /// gRPC URL of the control-plane role.
     pub control_plane: String,
+    /// gRPC URL of the orchestrator role.
     pub orchestrator: String,
+    /// gRPC URL of the execution role.
     pub execution: String,
+    /// gRPC URL of the artifacts role.
     pub artifacts: String,
 }
 
@@ -104,7 +137,9 @@ pub struct DatabaseConfig {
     pub url: Secret,
     /// DSN of the schema owner, used by migrations only.
     pub migration_url: Secret,
+    /// Connections in each role's pool.
     pub max_connections: u32,
+    /// How long to wait for a connection (at start-up and from the pool).
     pub connect_timeout_ms: u64,
 }
 
@@ -122,6 +157,7 @@ impl Default for DatabaseConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
+    /// Redis URL (`redis://[user:password@]host:port/db`).
     pub url: Secret,
     /// Prefix of every key (tests use one per run).
     pub key_prefix: String,
@@ -136,12 +172,15 @@ impl Default for RedisConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AmqpConfig {
+    /// AMQP URL of the broker (`amqp://user:password@host:port/vhost`).
     pub url: Secret,
     /// Prefix of exchanges and queues (tests use one per run).
     pub prefix: String,
+    /// Unacknowledged deliveries per consumer (jobs a worker runs at once).
     pub prefetch: u16,
     /// Deliveries of a job before it is parked in the dead-letter queue.
     pub max_attempts: u32,
+    /// Delay before a failed job is delivered again.
     pub retry_delay_ms: u32,
 }
 
@@ -160,10 +199,15 @@ impl Default for AmqpConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct S3Config {
+    /// Base URL of the S3 API.
     pub endpoint: String,
+    /// Region used for request signing.
     pub region: String,
+    /// Bucket of every object (keys are under `orgs/<org>/`).
     pub bucket: String,
+    /// Access key id.
     pub access_key: Secret,
+    /// Secret access key.
     pub secret_key: Secret,
     /// Path-style (`endpoint/bucket/key`) instead of virtual-host style.
     pub path_style: bool,
@@ -193,8 +237,11 @@ impl Default for S3Config {
 pub struct GitConfig {
     /// Root of the bare repositories: `<root>/<org>/<app>.git`.
     pub root: PathBuf,
+    /// Largest file one change set may write.
     pub max_file_bytes: u64,
+    /// Largest total size of the files of one change set.
     pub max_change_set_bytes: u64,
+    /// Largest attachment stored in the object store.
     pub max_attachment_bytes: u64,
 }
 
@@ -252,6 +299,7 @@ pub struct OidcConfig {
     pub jwks_url: String,
     /// Shared secret for HS256 tokens (empty = HS256 refused).
     pub hs256_secret: Secret,
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`.
     pub leeway_secs: u64,
     /// How long a fetched JWKS is trusted before a refresh.
     pub jwks_ttl_secs: u64,
@@ -274,13 +322,21 @@ impl Default for OidcConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct OAuthConfig {
+    /// Offer the OAuth sign-in (it also needs `client_id`, `authorization_url` and `token_url`).
     pub enabled: bool,
+    /// Name of the identity provider shown on the sign-in page.
     pub provider_name: String,
+    /// The provider's authorization endpoint.
     pub authorization_url: String,
+    /// The provider's token endpoint.
     pub token_url: String,
+    /// OAuth client id registered with the provider.
     pub client_id: String,
+    /// OAuth client secret (empty for public clients, which rely on PKCE).
     pub client_secret: Secret,
+    /// Scopes requested at sign-in.
     pub scope: String,
+    /// Redirect URI when the client sends none (empty = `http://localhost:5173/auth`).
     pub redirect_uri: String,
     /// Extra authorization parameters as a query string (`prompt=consent`).
     pub auth_extra_params: String,
@@ -315,8 +371,10 @@ pub struct EdgeConfig {
     /// Public base URL of the edge (preview and deployment hosts derive from
     /// its host). Empty = `http://localhost:<edge port>`.
     pub public_url: String,
-    /// TLS certificate and key (PEM paths); both empty = plaintext.
+    /// TLS certificate chain (PEM path); with `tls_key` empty too, the edge
+    /// serves plaintext.
     pub tls_cert: String,
+    /// TLS private key (PEM path) of `tls_cert`.
     pub tls_key: String,
     /// SSE heartbeat comment interval.
     pub sse_heartbeat_secs: u64,
@@ -344,12 +402,15 @@ impl Default for EdgeConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimitConfig {
+    /// Enforce the rate limits.
     pub enabled: bool,
-    /// Token bucket per user: capacity and refill per second.
+    /// Token bucket per user: capacity (requests in a burst).
     pub user_burst: u32,
+    /// Token bucket per user: refill (requests per second).
     pub user_per_sec: f64,
-    /// Token bucket per organisation.
+    /// Token bucket per organisation: capacity.
     pub org_burst: u32,
+    /// Token bucket per organisation: refill per second.
     pub org_per_sec: f64,
     /// Let requests through (with a warning) when Redis is unreachable.
     pub fail_open: bool,
@@ -367,7 +428,10 @@ impl Default for RateLimitConfig {
 pub struct ProviderEntry {
     /// `openai` (chat completions) or `anthropic` (messages).
     pub kind: String,
+    /// API base URL, e.g. `https://api.openai.com/v1` (requests go to
+    /// `<base_url>/chat/completions` or `<base_url>/messages`).
     pub base_url: String,
+    /// API key sent to the provider.
     pub api_key: Secret,
     /// Models offered by this provider with their context windows.
     pub models: BTreeMap<String, u32>,
@@ -389,11 +453,15 @@ pub struct LlmConfig {
     /// Base URL of the demo model (the fake server of `blaze dev up`); used
     /// when no provider is configured.
     pub demo_base_url: String,
+    /// Output token limit of one model request.
     pub max_output_tokens: u32,
+    /// Context window (tokens) assumed for models without a configured one.
     pub default_context_window: u32,
+    /// Deadline of a model request, and the longest silence allowed while it streams.
     pub request_timeout_ms: u64,
     /// Retries before the first token (429/5xx/connection errors).
     pub max_retries: u32,
+    /// First retry delay; doubles with each retry.
     pub retry_base_ms: u64,
     /// Allow provider base URLs on private/loopback addresses (dev only).
     pub allow_private_base_urls: bool,
@@ -404,7 +472,9 @@ pub struct LlmConfig {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Price {
+    /// Price per million input tokens.
     pub input: f64,
+    /// Price per million output tokens.
     pub output: f64,
 }
 
@@ -440,13 +510,17 @@ pub struct ChatConfig {
     pub cancel_poll_ms: u64,
     /// How long a turn's events stay replayable.
     pub stream_ttl_secs: u64,
+    /// Longest accepted prompt, in characters.
     pub max_prompt_chars: usize,
+    /// Attachments per prompt.
     pub max_attachments: usize,
     /// Decoded size of one attachment.
     pub max_attachment_bytes: usize,
+    /// Selected components per prompt.
     pub max_selected_components: usize,
-    /// Guardrails on model output: one written file, and all of a turn.
+    /// Guardrail on model output: largest file one turn may write.
     pub max_file_bytes: usize,
+    /// Guardrail on model output: largest total of the files of one turn.
     pub max_turn_bytes: usize,
     /// Continuation rounds for a `blaze-write` cut off by the output limit.
     pub max_continuations: u32,
@@ -482,9 +556,13 @@ pub struct SandboxConfig {
     pub driver: String,
     /// Working directories of local sandboxes.
     pub root: PathBuf,
+    /// Memory limit of a sandbox.
     pub memory_mb: u64,
+    /// Process limit of a sandbox.
     pub pids: u64,
+    /// CPU limit of a sandbox, in percent of one core.
     pub cpu_quota_percent: u64,
+    /// Wall-clock limit of an install or build job.
     pub deadline_secs: u64,
     /// Registry install jobs may read, through a read-only proxy (empty =
     /// installs work offline only).
@@ -493,14 +571,17 @@ pub struct SandboxConfig {
     pub bwrap: String,
     /// Refuse to run local sandboxes without cgroup v1 limits.
     pub require_cgroups: bool,
-    /// Kubernetes namespace and image for the kube driver.
+    /// kube driver: namespace of the sandbox Jobs.
     pub namespace: String,
     /// kube driver: the object store's address range (sandboxes fetch
-    /// sources and upload outputs there), and the namespace of the platform
-    /// pods allowed to reach dev servers.
+    /// sources and upload outputs there).
     pub kube_object_storage_cidr: String,
+    /// kube driver: namespace of the platform pods allowed to reach dev
+    /// servers.
     pub kube_platform_namespace: String,
+    /// kube driver: container image of sandbox pods.
     pub image: String,
+    /// kube driver: RuntimeClass of sandbox pods, e.g. `gvisor` (empty = the cluster default).
     pub runtime_class: String,
     /// Warm dependency caches, one per template version.
     pub cache_root: PathBuf,
@@ -535,25 +616,31 @@ pub struct PreviewConfig {
     pub idle_timeout_secs: u64,
     /// How long a run may take to become ready.
     pub ready_timeout_secs: u64,
+    /// How often execution looks for previews to stop (idle ones, and those
+    /// whose app was deleted).
+    pub reap_interval_secs: u64,
     /// HMAC key for preview tokens (derived from the signing key when empty).
     pub token_key: Secret,
 }
 
 impl Default for PreviewConfig {
     fn default() -> Self {
-        PreviewConfig { idle_timeout_secs: 1_800, ready_timeout_secs: 120, token_key: Secret::default() }
+        PreviewConfig { idle_timeout_secs: 1_800, ready_timeout_secs: 120, reap_interval_secs: 30, token_key: Secret::default() }
     }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct QuotaConfig {
-    /// Default daily hard limits per organisation.
+    /// Requests per organisation and day (hard limit).
     pub org_requests_per_day: i64,
+    /// Model tokens per organisation and day (hard limit).
     pub org_tokens_per_day: i64,
+    /// Running previews per organisation (hard limit).
     pub org_concurrent_previews: i64,
-    /// Default daily soft limits per user (reported, not enforced).
+    /// Requests per user and day (soft limit: reported, not enforced).
     pub user_requests_per_day: i64,
+    /// Model tokens per user and day (soft limit: reported, not enforced).
     pub user_tokens_per_day: i64,
 }
 
@@ -578,6 +665,7 @@ pub struct TelemetryConfig {
     pub log_filter: String,
     /// OTLP gRPC endpoint; `OTEL_EXPORTER_OTLP_ENDPOINT` also works.
     pub otlp_endpoint: String,
+    /// `service.name` of exported traces.
     pub service_name: String,
 }
 
@@ -744,9 +832,10 @@ impl Config {
             set_path(&mut merged, &path, value);
         }
 
-        let text = merged.to_string();
-        let de = &mut serde_json::Deserializer::from_str(&text);
-        serde_path_to_error::deserialize(de)
+        // Straight from the merged tree: a detour through JSON text rounded
+        // some floats by one ulp (serde_json's fast float parsing) and put
+        // positions in that internal text into error messages.
+        serde_path_to_error::deserialize(merged)
             .map_err(|e| ConfigError::Invalid { path: e.path().to_string(), message: e.inner().to_string() })
     }
 
@@ -877,6 +966,13 @@ mod tests {
 
         let err = Config::load(&env(&[("BLAZE_AMQP_PREFETCH", "lots")])).unwrap_err().to_string();
         assert!(err.contains("BLAZE_AMQP_PREFETCH") && err.contains("amqp.prefetch"), "{err}");
+    }
+
+    #[test]
+    fn float_settings_load_exactly() {
+        // Found by fuzzing: the value used to lose its last bit on the way.
+        let c = Config::load(&env(&[("BLAZE_RATE_LIMIT_USER_PER_SEC", "-263995095.13272402")])).unwrap();
+        assert_eq!(c.rate_limit.user_per_sec, "-263995095.13272402".parse::<f64>().unwrap());
     }
 
     #[test]

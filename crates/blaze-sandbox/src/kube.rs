@@ -1,8 +1,8 @@
 //! Kubernetes driver: one `batch/v1` Job per run.
 //!
-//! Owns the Kubernetes objects of runs in its namespace. It must not need
-//! more than namespaced rights on `jobs`, `networkpolicies`, `services`
-//! (create, get, watch, patch, delete), `pods` (list) and `pods/log` (get).
+//! Owns the Kubernetes objects of runs in its namespace. It needs exactly
+//! the namespaced rights listed in [`API_PERMISSIONS`], nothing
+//! cluster-wide.
 //!
 //! A run, in API calls:
 //! 1. once per driver: create the namespace's deny-all baseline
@@ -60,6 +60,35 @@ use self::{
     outcome::JobEnd,
 };
 use crate::{Endpoint, Exit, LogLine, Network, RunSpec, Sandbox, SandboxDriver, SandboxError};
+
+/// Every Kubernetes API request the driver makes, as RBAC names it:
+/// `(apiGroup, resource, verbs)`, all in [`KubeConfig::namespace`].
+///
+/// The single source of the driver's rights: the platform's Role
+/// (`k8s/base/sandboxes.yaml`) must grant exactly this (the k8s manifest
+/// tests compare them), and the mocked API server of this module's tests
+/// refuses any request outside it, as a real one bound to that Role would.
+/// No `list` on jobs (one Job is read and watched by name), no `update`,
+/// no `pods/exec`, nothing on secrets.
+pub const API_PERMISSIONS: &[(&str, &str, &[&str])] = &[
+    // create suspended, get + watch to the end, patch to resume, delete on
+    // cancel (foreground: the garbage collector removes the pod).
+    ("batch", "jobs", &["create", "delete", "get", "patch", "watch"]),
+    // The baseline and a run's own policy; removed when the run ends.
+    ("networking.k8s.io", "networkpolicies", &["create", "delete"]),
+    // A served run's dev server.
+    ("", "services", &["create", "delete"]),
+    // The run's pod by its `blaze.dev/run` label (its name is the Job
+    // controller's), polled until `run` starts.
+    ("", "pods", &["list"]),
+    ("", "pods/log", &["get"]),
+];
+
+/// The namespace-wide deny-all NetworkPolicy the driver creates when it is
+/// missing; the cluster manifests ship the same object.
+pub fn baseline_network_policy() -> NetworkPolicy {
+    manifest::baseline_policy()
+}
 
 /// Log lines buffered between the pod's log and the reader.
 const LOG_BUFFER: usize = 2048;

@@ -5,7 +5,7 @@
 //! on a real cluster when `BLAZE_TEST_KUBECONFIG` is set.
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     path::Path,
     process::Command,
     sync::{Arc, Mutex},
@@ -17,7 +17,7 @@ use kube::{Client, client::Body};
 use serde_json::{Value, json};
 
 use super::{
-    EgressTarget, KubeConfig, KubeDriver, Peer,
+    API_PERMISSIONS, EgressTarget, KubeConfig, KubeDriver, Peer,
     manifest::{COLLECT_SCRIPT, FETCH_SCRIPT},
 };
 use crate::{Collect, Endpoint, Exit, Limits, LogLine, LogStream, Network, RunSpec, Sandbox, SandboxDriver, SandboxError, Source};
@@ -43,6 +43,56 @@ struct Call {
     path: String,
     query: BTreeMap<String, String>,
     body: Value,
+}
+
+/// `(apiGroup, resource, verb)`: a request as RBAC authorizes it.
+type Permission = (String, String, String);
+
+/// How the API server's authorizer sees a request; `None` for anything that
+/// is not a namespaced request in [`NS`] (the driver's Role grants nothing
+/// else). Paths follow the API conventions: `/api/v1/…` is the core group,
+/// `/apis/<group>/<version>/…` the others; a subresource is `pods/log`.
+fn permission(call: &Call) -> Option<Permission> {
+    let segments: Vec<&str> = call.path.trim_start_matches('/').split('/').collect();
+    let (group, rest) = match segments.as_slice() {
+        ["api", "v1", rest @ ..] => ("", rest),
+        ["apis", group, _version, rest @ ..] => (*group, rest),
+        _ => return None,
+    };
+    let ["namespaces", namespace, resource, named @ ..] = rest else { return None };
+    if *namespace != NS {
+        return None;
+    }
+    let (resource, named) = match named {
+        [] => ((*resource).to_owned(), false),
+        [_name] => ((*resource).to_owned(), true),
+        [_name, subresource] => (format!("{resource}/{subresource}"), true),
+        _ => return None,
+    };
+    let watch = call.query.get("watch").is_some_and(|w| w == "true" || w == "1");
+    let verb = match (call.method.as_str(), named) {
+        ("GET", _) if watch => "watch",
+        ("GET", true) => "get",
+        ("GET", false) => "list",
+        ("POST", false) => "create",
+        ("PUT", true) => "update",
+        ("PATCH", true) => "patch",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        _ => return None,
+    };
+    Some((group.to_owned(), resource, verb.to_owned()))
+}
+
+fn declared_permissions() -> BTreeSet<Permission> {
+    API_PERMISSIONS
+        .iter()
+        .flat_map(|(group, resource, verbs)| verbs.iter().map(|verb| ((*group).to_owned(), (*resource).to_owned(), (*verb).to_owned())))
+        .collect()
+}
+
+fn permitted(call: &Call) -> bool {
+    permission(call).is_some_and(|p| declared_permissions().contains(&p))
 }
 
 enum Reply {
@@ -150,7 +200,10 @@ impl FakeApi {
                     query: url.query_pairs().into_owned().collect(),
                     body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
                 };
-                let reply = cluster.answer(&call);
+                // Like an API server bound to the driver's Role: anything
+                // outside API_PERMISSIONS is forbidden (and fails the test
+                // when the FakeApi is dropped, should the driver swallow it).
+                let reply = if permitted(&call) { cluster.answer(&call) } else { Reply::Json(403, status(403, "Forbidden")) };
                 recorded.lock().unwrap().push(call);
                 let (code, bytes) = match reply {
                     Reply::Json(code, value) => (code, serde_json::to_vec(&value).unwrap()),
@@ -184,6 +237,19 @@ impl FakeApi {
 
     fn requests(&self) -> Vec<String> {
         self.calls().iter().map(|c| format!("{} {}", c.method, c.path)).collect()
+    }
+}
+
+impl Drop for FakeApi {
+    /// Every test's requests stay within API_PERMISSIONS, even those whose
+    /// failure the driver only logs (deletes, pod polling, logs).
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let forbidden: Vec<String> =
+            self.calls().iter().filter(|c| !permitted(c)).map(|c| format!("{} {} {:?}", c.method, c.path, c.query)).collect();
+        assert!(forbidden.is_empty(), "requests outside API_PERMISSIONS: {forbidden:#?}");
     }
 }
 
@@ -518,6 +584,52 @@ async fn a_failed_start_removes_what_it_created() {
     assert!(matches!(&err, SandboxError::Unavailable(m) if m.contains("creating the network policy")), "{err}");
     assert_eq!(api.find("DELETE", JOB)[0].body, json!({ "propagationPolicy": "Foreground" }));
     assert!(api.find("PATCH", JOB).is_empty(), "the job was never resumed");
+}
+
+#[tokio::test]
+async fn the_driver_needs_exactly_the_permissions_it_declares() {
+    // One run down every path: a served run whose pod starts and logs, then
+    // is cancelled (the only time a Job is deleted).
+    let cluster = Cluster { pod: Some(pod(fetched(), json!({ "running": {} }))), log: "ready\n".into(), ..Cluster::default() };
+    let (mut sandbox, api) = start(cluster, RunSpec { serve_port: Some(5173), ..spec() }).await;
+    let ready = line(LogStream::Stdout, "ready");
+    while tokio::time::timeout(Duration::from_secs(5), sandbox.logs.recv()).await.expect("the log flows").expect("the log is open") != ready
+    {
+    }
+    let watching = || api.find("GET", JOBS).iter().any(|c| c.query.contains_key("watch"));
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !watching() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the job is watched");
+    sandbox.cancel();
+    assert_eq!(finish(&mut sandbox).await.0, Exit::Cancelled);
+
+    let used: BTreeSet<Permission> = api.calls().iter().map(|c| permission(c).expect("a namespaced request")).collect();
+    assert_eq!(used, declared_permissions(), "API_PERMISSIONS is what the driver uses, no more, no less");
+}
+
+#[test]
+fn requests_map_to_rbac_permissions() {
+    let call = |method: &str, path: &str, query: &[(&str, &str)]| Call {
+        method: method.into(),
+        path: path.into(),
+        query: query.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
+        body: Value::Null,
+    };
+    let p = |g: &str, r: &str, v: &str| Some((g.to_owned(), r.to_owned(), v.to_owned()));
+    assert_eq!(permission(&call("POST", JOBS, &[])), p("batch", "jobs", "create"));
+    assert_eq!(permission(&call("GET", JOBS, &[("watch", "true")])), p("batch", "jobs", "watch"));
+    assert_eq!(permission(&call("GET", JOBS, &[])), p("batch", "jobs", "list"));
+    assert_eq!(permission(&call("GET", JOB, &[])), p("batch", "jobs", "get"));
+    assert_eq!(permission(&call("DELETE", POLICY, &[])), p("networking.k8s.io", "networkpolicies", "delete"));
+    assert_eq!(permission(&call("GET", &format!("{PODS}/{POD_NAME}/log"), &[])), p("", "pods/log", "get"));
+    assert_eq!(permission(&call("DELETE", SERVICES, &[])), p("", "services", "deletecollection"));
+    assert_eq!(permission(&call("GET", "/api/v1/namespaces/default/pods", &[])), None, "another namespace");
+    assert_eq!(permission(&call("GET", "/api/v1/nodes", &[])), None, "cluster-scoped");
+    assert!(!permitted(&call("GET", JOBS, &[])), "jobs are never listed");
 }
 
 // ---------------------------------------------------------------------------
