@@ -13,7 +13,7 @@
 
 pub mod auth;
 pub mod hosts;
-mod json;
+pub mod json;
 pub mod openapi;
 mod readiness;
 mod respond;

@@ -116,6 +116,34 @@ async fn a_preview_runs_updates_in_place_after_a_chat_turn_and_stops() {
     eventually(&mesh, &format!("{url2}src/App.tsx"), "Hello from the chat", Duration::from_secs(20)).await;
 }
 
+/// Dev-server sockets of the mesh's local sandboxes that accept connections.
+fn live_dev_servers(mesh: &TestMesh) -> Vec<std::path::PathBuf> {
+    let Ok(dir) = std::fs::read_dir(&mesh.cfg.sandbox.root) else { return vec![] };
+    dir.flatten().map(|e| e.path().join("serve.sock")).filter(|sock| std::os::unix::net::UnixStream::connect(sock).is_ok()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_an_app_stops_its_running_preview() {
+    let configure: blaze_testkit::Configure = Arc::new(|cfg| cfg.preview.reap_interval_secs = 1);
+    let mesh = TestMesh::start_with(MeshOptions { configure: Some(configure), ..Default::default() }).await;
+    let alice = mesh.user("alice").await;
+    let c = Client::new(&mesh, &alice.api_token);
+    let (app, _) = new_app(&c, "Short Lived").await;
+    let url = c.ok("POST", &format!("{S}/apps/{app}/run"), None).await["previewUrl"].as_str().unwrap().to_owned();
+    assert_eq!(get(&mesh, &url).await.0, 200);
+    assert_eq!(live_dev_servers(&mesh).len(), 1);
+
+    assert_eq!(c.call("DELETE", &format!("{S}/apps/{app}"), None).await.0, 204);
+    // The sandbox goes (its row went with the app; the reaper notices), and
+    // with it the preview URL.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !live_dev_servers(&mesh).is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the deleted app's dev server still runs");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(get(&mesh, &url).await.0, 404, "the preview URL dies with the app");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn build_and_deploy_serve_the_app_and_rollback_switches_back() {
     let mesh = TestMesh::start().await;

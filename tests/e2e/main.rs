@@ -2,6 +2,7 @@
 //! Postgres, Redis and RabbitMQ. One binary, one module per area.
 
 mod access;
+mod apifuzz;
 mod artifacts;
 mod chat;
 mod controlplane;
@@ -10,4 +11,5 @@ mod execution;
 mod faults;
 mod foundation;
 mod identity;
+mod sdk;
 mod support;

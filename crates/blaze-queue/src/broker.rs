@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lapin::options::{BasicGetOptions, BasicNackOptions, BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation};
 use tokio_util::sync::CancellationToken;
@@ -133,6 +133,46 @@ impl Broker {
             Ok(out)
         })
         .await
+    }
+
+    /// Puts the parked messages `pick` chooses back on work queue `queue` as fresh messages (the
+    /// publisher's headers, attempt count reset) and leaves the others parked, in order. Returns how
+    /// many went back. An operator's tool (`blaze jobs replay`): each message is republished
+    /// (confirmed) before its parked copy is acked, so a failure midway duplicates at most one
+    /// message and loses none; handlers are idempotent by design.
+    pub async fn replay_parked<F>(&self, queue: &str, mut pick: F) -> Result<usize, QueueError>
+    where
+        F: FnMut(&Parked) -> bool,
+    {
+        let topo = self.topology(queue)?;
+        let session = self.inner.link.session(CONNECT_WAIT).await?;
+        let ch = session.channel().await?;
+        let result = async {
+            let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
+            let total = ch.queue_declare(topo.parked.clone(), passive, FieldTable::default()).await?.message_count();
+            let mut kept = Vec::new();
+            let mut replayed = 0;
+            for _ in 0..total {
+                let Some(msg) = ch.basic_get(topo.parked.clone(), BasicGetOptions { no_ack: false }).await? else { break };
+                let parked = parked_from(&msg.delivery);
+                if pick(&parked) {
+                    self.publish_to(&topo.main, &parked.body, headers::to_table(&parked.headers)?).await?;
+                    msg.delivery.acker.ack(BasicAckOptions::default()).await?;
+                    replayed += 1;
+                } else {
+                    kept.push(msg.delivery.acker);
+                }
+            }
+            for acker in kept {
+                acker.nack(BasicNackOptions { multiple: false, requeue: true }).await?;
+            }
+            Ok::<_, QueueError>(replayed)
+        }
+        .await;
+        if ch.status().connected() {
+            let _ = ch.close(200, "OK".into()).await;
+        }
+        result
     }
 
     /// Deletes the main, retry and parked queues of each work queue (with their messages).

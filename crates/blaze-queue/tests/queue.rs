@@ -61,6 +61,45 @@ async fn published_message_is_delivered_once_with_attempt_1_and_its_headers() {
 }
 
 #[tokio::test]
+async fn replaying_parked_messages_puts_the_chosen_ones_back_with_fresh_attempts() {
+    let scope = Scope::new();
+    let broker = scope.broker().await; // max_attempts 3
+    scope.declare(&broker, "jobs").await;
+    // Poison until the operator fixes the cause; then `fixed` makes the handler succeed.
+    let fixed = Arc::new(AtomicBool::new(false));
+    let healed = fixed.clone();
+    let (handler, mut seen) =
+        recording(move |d| if healed.load(Ordering::SeqCst) { Outcome::Ack } else { Outcome::Retry(format!("boom {}", d.attempt)) });
+    let shutdown = CancellationToken::new();
+    let consumer = broker.consume("jobs", handler, shutdown.clone());
+
+    let sent = headers(&[("traceparent", TRACEPARENT)]);
+    for body in [&b"first"[..], b"second", b"third"] {
+        broker.publish("jobs", body, &sent).await.expect("publish");
+    }
+    for _ in 0..9 {
+        seen.next(WAIT).await;
+    }
+    assert_eq!(wait_for_parked(&broker, "jobs", 3).await.len(), 3);
+
+    fixed.store(true, Ordering::SeqCst);
+    let replayed = broker.replay_parked("jobs", |p| p.body != b"second").await.expect("replay");
+    assert_eq!(replayed, 2);
+    let mut back = Vec::new();
+    for _ in 0..2 {
+        let d = seen.next(WAIT).await;
+        assert_eq!((d.attempt, &d.headers), (1, &sent), "a replayed message starts over, with the publisher's headers only");
+        back.push(d.body);
+    }
+    back.sort();
+    assert_eq!(back, [b"first".to_vec(), b"third".to_vec()]);
+    seen.none_within(QUIET).await;
+    let left = broker.parked("jobs").await.expect("parked");
+    assert_eq!(left.iter().map(|p| p.body.as_slice()).collect::<Vec<_>>(), [&b"second"[..]], "the one not chosen stays parked");
+    stop(shutdown, consumer).await;
+}
+
+#[tokio::test]
 async fn declare_is_idempotent_and_refuses_a_changed_retry_delay() {
     let scope = Scope::new();
     let broker = scope.broker().await;

@@ -38,10 +38,12 @@ pub struct StreamEvent {
 
 /// Is `a` a valid stream id (`<ms>-<seq>`)? Resume ids come from clients.
 pub fn is_stream_id(a: &str) -> bool {
-    let mut parts = a.splitn(2, '-');
-    let ms = parts.next().unwrap_or_default();
-    let seq = parts.next().unwrap_or("0");
-    !ms.is_empty() && ms.len() <= 20 && ms.bytes().all(|b| b.is_ascii_digit()) && seq.len() <= 20 && seq.bytes().all(|b| b.is_ascii_digit())
+    // Redis refuses `1-` (empty sequence), so an empty part is never valid.
+    let digits = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
+    match a.split_once('-') {
+        Some((ms, seq)) => digits(ms) && digits(seq),
+        None => digits(a),
+    }
 }
 
 #[derive(Clone)]
@@ -166,5 +168,8 @@ mod tests {
         assert!(!is_stream_id("abc-1"));
         assert!(!is_stream_id("1-2-3"));
         assert!(!is_stream_id("1 OR 1"));
+        // Found by fuzzing: an empty sequence part used to pass.
+        assert!(!is_stream_id("1-"));
+        assert!(!is_stream_id("-1"));
     }
 }

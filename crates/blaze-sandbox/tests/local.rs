@@ -237,3 +237,34 @@ async fn outputs_are_collected_after_success() {
     let names: Vec<String> = archive.entries().unwrap().map(|e| e.unwrap().path().unwrap().display().to_string()).collect();
     assert!(names.iter().any(|n| n.ends_with("index.html")), "{names:?}");
 }
+
+#[tokio::test]
+async fn escape_attempts_through_proc_ptrace_and_mounts_fail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = driver(tmp.path());
+    let p = project(tmp.path());
+    let host_pid = std::process::id();
+    // Each line reports one attempt; nothing may succeed.
+    let script = format!(
+        "ls /proc | grep -c '^[0-9]' ; \
+         kill -0 {host_pid} 2>/dev/null && echo SIGNALLED-HOST || echo NO-HOST-PID; \
+         cat /proc/{host_pid}/environ 2>/dev/null && echo READ-HOST-ENV; \
+         echo x > /proc/sys/kernel/hostname 2>/dev/null && echo WROTE-SYSCTL; \
+         mount -t tmpfs none /mnt 2>/dev/null && echo MOUNTED; \
+         python3 -c 'import ctypes,sys; libc=ctypes.CDLL(None); print(\"PTRACE\", libc.ptrace(16, {host_pid}, 0, 0))' 2>/dev/null; \
+         ls /dev | tr '\\n' ' '; echo; \
+         cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null; \
+         grep NoNewPrivs /proc/self/status"
+    );
+    let (exit, lines) = run(&d, spec(&unique("esc"), &p, &["/bin/sh", "-c", &script])).await;
+    assert_eq!(exit, Exit::Succeeded, "{lines:#?}");
+    let out = lines.join("\n");
+    let visible: usize = lines.first().and_then(|l| l.trim_start_matches("stdout: ").trim().parse().ok()).unwrap_or(999);
+    assert!(visible < 10, "the sandbox sees only its own processes: {visible}\n{out}");
+    assert!(out.contains("NO-HOST-PID") && !out.contains("SIGNALLED-HOST"), "{out}");
+    for bad in ["READ-HOST-ENV", "WROTE-SYSCTL", "MOUNTED"] {
+        assert!(!out.contains(bad), "{bad}: {out}");
+    }
+    assert!(!out.contains("PTRACE 0"), "ptrace of a host process must fail: {out}");
+    assert!(!out.contains("/dev/sda") && !out.contains(" mem "), "no host devices: {out}");
+}

@@ -63,6 +63,8 @@ const MAX_PACKAGE_NAME: usize = 214;
 /// Normalised: surrounding whitespace trimmed (a model artefact, never part
 /// of a real name), `.` and empty segments dropped (`./a//b` → `a/b`), and a
 /// trailing `/` removed so directory paths compare equal to their plain form.
+/// The normalised form is checked again, so `./~` is refused like `~` and
+/// `./ a /` becomes `a`.
 pub fn check_path(path: &str) -> Result<String, String> {
     let p = path.trim();
     if p.is_empty() {
@@ -100,7 +102,15 @@ pub fn check_path(path: &str) -> Result<String, String> {
     if segments.is_empty() {
         return Err(format!("path {p:?} names the project root"));
     }
-    Ok(segments.join("/"))
+    let normalised = segments.join("/");
+    // Dropping `.` and empty segments can expose a form refused above
+    // (`./~`, `./C:/x`) or edge whitespace (`./ a`). Checking the result
+    // again refuses those and makes it a fixed point: a path checked twice
+    // names the same file.
+    if normalised != p {
+        return check_path(&normalised);
+    }
+    Ok(normalised)
 }
 
 /// Validate a package spec: `name`, `name@version`, `@scope/name` or
@@ -244,6 +254,25 @@ mod tests {
         assert_eq!(check_path(".gitignore"), Ok(".gitignore".into()));
         assert_eq!(check_path("a..b/c"), Ok("a..b/c".into()));
         assert_eq!(check_path("public/my file.png"), Ok("public/my file.png".into()));
+    }
+
+    #[test]
+    fn normalising_twice_changes_nothing() {
+        // Found by fuzzing: dropping `.`/empty segments used to leave edge
+        // whitespace behind (`A /` gave `A `, and checking that gave `A`).
+        assert_eq!(check_path("A /"), Ok("A".into()));
+        assert_eq!(check_path("./ src/a.ts"), Ok("src/a.ts".into()));
+        assert_eq!(check_path("src/a.ts /."), Ok("src/a.ts".into()));
+        assert!(check_path("./ /etc/passwd").is_err());
+        assert!(check_path("./ ../x").is_err());
+        // `.` segments used to hide the absolute forms refused up front.
+        assert!(check_path("./~").is_err());
+        assert!(check_path(".//~/x").is_err());
+        assert!(check_path("./C:/x").is_err());
+        for p in ["A /", "./ src/a.ts", "a/ b /c "] {
+            let once = check_path(p).expect("accepted");
+            assert_eq!(check_path(&once), Ok(once.clone()), "{p:?}");
+        }
     }
 
     #[test]

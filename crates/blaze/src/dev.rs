@@ -61,3 +61,53 @@ pub fn write_secret(path: &Path, content: &str) -> std::io::Result<()> {
 fn rand_byte() -> u8 {
     uuid::Uuid::new_v4().as_bytes()[0]
 }
+
+/// Create the database of `database.migration_url` when missing, then apply
+/// every pending migration.
+pub async fn migrate_database(cfg: &Config) -> anyhow::Result<usize> {
+    ensure_database(cfg.database.migration_url.expose()).await?;
+    Ok(blaze_migrations::run(cfg.database.migration_url.expose()).await?)
+}
+
+fn admin_connection(url: &str) -> anyhow::Result<(url::Url, String)> {
+    let parsed = url::Url::parse(url).map_err(|_| anyhow::anyhow!("database.migration_url is not a URL"))?;
+    let name = parsed.path().trim_start_matches('/').to_string();
+    anyhow::ensure!(
+        !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+        "database name {name:?} must be [A-Za-z0-9_]+"
+    );
+    let mut admin = parsed;
+    admin.set_path("/postgres");
+    Ok((admin, name))
+}
+
+/// Create the target database of a DSN when it does not exist yet.
+pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
+    use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
+    let (admin, name) = admin_connection(url)?;
+    let db = Database::connect(admin.as_str()).await.map_err(|e| anyhow::anyhow!("cannot reach Postgres: {e}"))?;
+    let exists = db
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT 1 FROM pg_database WHERE datname = $1",
+            [name.clone().into()],
+        ))
+        .await?
+        .is_some();
+    if !exists {
+        db.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await?;
+    }
+    db.close().await?;
+    Ok(())
+}
+
+/// Drop a database (benchmarks clean up after themselves).
+pub async fn drop_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
+    use sea_orm::{ConnectionTrait, Database};
+    anyhow::ensure!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "database name {name:?}");
+    let (admin, _) = admin_connection(admin_url)?;
+    let db = Database::connect(admin.as_str()).await?;
+    db.execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await?;
+    db.close().await?;
+    Ok(())
+}

@@ -2,6 +2,7 @@
 //! listeners, with which shared connections. `blaze serve`, `blaze dev up`
 //! and the test harness all start roles through [`start`].
 
+pub mod bench;
 pub mod dev;
 pub mod roles;
 

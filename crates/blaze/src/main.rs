@@ -36,6 +36,42 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Run the benchmarks of DESIGN §11 against a private copy of the system
+    /// and write the report (docs/benchmarks.md).
+    Bench {
+        /// Only these benchmarks (all when none): edge, create, artifacts,
+        /// ttft, preview, sse, load. `blaze bench load` is the load test.
+        only: Vec<String>,
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        out: PathBuf,
+        /// Shorter runs, as a smoke check of the benchmarks.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Operator tools for the job queue.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+    /// Operator tools for app repositories.
+    Repo {
+        #[command(subcommand)]
+        command: RepoCommand,
+    },
+    /// Print the edge's OpenAPI document (what it serves at `/openapi.json`)
+    /// without starting anything.
+    Openapi {
+        /// Write it to this file instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Print the configuration reference (Markdown): every setting, its
+    /// variable, default and description.
+    ConfigReference {
+        /// Write it to this file instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -44,6 +80,33 @@ enum DevCommand {
     Up {
         #[arg(long, default_value = "var")]
         var: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// List the parked jobs (failed every attempt) with their last error.
+    Parked,
+    /// Put parked jobs back on the queue as new attempts, once their cause is fixed.
+    Replay {
+        /// Only this job (default: every parked job).
+        #[arg(long)]
+        job: Option<uuid::Uuid>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RepoCommand {
+    /// Rebuild an app's git repository from the bundle in object storage
+    /// (after losing the git volume). Run it where the artifacts role's
+    /// git root is mounted.
+    Restore {
+        /// Organisation id (uuid).
+        #[arg(long)]
+        org: uuid::Uuid,
+        /// App id.
+        #[arg(long)]
+        app: i64,
     },
 }
 
@@ -70,6 +133,17 @@ enum TokenCommand {
         #[arg(long, default_value_t = 1)]
         id: u32,
     },
+}
+
+/// Generated text to stdout or, when `out` is given, to that file.
+fn emit(text: &str, out: Option<PathBuf>) -> anyhow::Result<()> {
+    match out {
+        Some(path) => std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display())),
+        None => {
+            use std::io::Write;
+            Ok(std::io::stdout().write_all(text.as_bytes())?)
+        }
+    }
 }
 
 fn load(path: Option<PathBuf>) -> anyhow::Result<Config> {
@@ -242,16 +316,58 @@ async fn mint(cfg: &Config, user: &str, org: &str, role: &str, ttl: &str, descri
     Ok(())
 }
 
+async fn jobs(cfg: &Config, command: JobsCommand) -> anyhow::Result<()> {
+    use blaze_execution::ops;
+    let broker = ops::broker(cfg).await?;
+    match command {
+        JobsCommand::Parked => {
+            let parked = ops::parked_jobs(&broker).await?;
+            for p in &parked {
+                let (job, org) = p.job.as_ref().map(|j| (j.job_id.to_string(), j.org_id.to_string())).unwrap_or(("-".into(), "-".into()));
+                println!("{job}\torg {org}\t{kind}\t{attempts} attempts\t{error}", kind = p.kind, attempts = p.attempts, error = p.error);
+            }
+            eprintln!("{} parked", parked.len());
+        }
+        JobsCommand::Replay { job } => {
+            let db = blaze_db::Db::connect(&cfg.database).await?;
+            let replayed = ops::replay_parked(&broker, &db, job).await?;
+            for id in &replayed {
+                println!("{id}");
+            }
+            eprintln!("{} replayed", replayed.len());
+            if job.is_some() && replayed.is_empty() {
+                anyhow::bail!("job {} is not parked, or was cancelled or finished since", job.unwrap_or_default());
+            }
+        }
+    }
+    broker.close().await;
+    Ok(())
+}
+
+async fn restore_repo(cfg: Config, org: uuid::Uuid, app: i64) -> anyhow::Result<()> {
+    let deps = blaze_artifacts::Deps::new(std::sync::Arc::new(cfg))?;
+    let org = org.to_string();
+    let bundle = deps.objects.get(&blaze_artifacts::bundle_key(&org, app)).await.context("no bundle stored for this app")?;
+    let (head, commits) = tokio::task::spawn_blocking(move || deps.git.restore(&org, app, &bundle)).await??;
+    println!("restored {commits} commits, main at {head}");
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { role } => serve(load(cli.config)?, &role).await,
         Command::Migrate => migrate(&load(cli.config)?).await,
+        Command::Jobs { command } => jobs(&load(cli.config)?, command).await,
+        Command::Repo { command: RepoCommand::Restore { org, app } } => restore_repo(load(cli.config)?, org, app).await,
+        Command::Bench { out, quick, only } => blaze::bench::run(load(cli.config)?, blaze::bench::BenchOptions { out, quick, only }).await,
         Command::Dev { command: DevCommand::Up { var } } => dev_up(load(cli.config)?, &var).await,
         Command::Token { command: TokenCommand::Mint { user, org, role, ttl, description } } => {
             mint(&load(cli.config)?, &user, &org, &role, &ttl, &description).await
         }
+        Command::Openapi { out } => emit(&blaze_edge::openapi::document()?, out),
+        Command::ConfigReference { out } => emit(&blaze_kit::config::reference::markdown()?, out),
         Command::Token { command: TokenCommand::Keygen { id } } => {
             let private = blaze_auth::KeySet::new_private_key_hex();
             let keys = blaze_auth::KeySet::from_config(&private, id, &[])?;

@@ -5,6 +5,7 @@
 
 mod deploy;
 mod jobs;
+pub mod ops;
 mod preview;
 mod registry;
 mod worker;
@@ -27,6 +28,7 @@ use blaze_storage::objects::ObjectStore;
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
+pub use jobs::JobMessage;
 pub use preview::probe;
 
 #[derive(Clone)]

@@ -40,25 +40,33 @@ use crate::{Scope, Shared, scope};
 /// Sandboxes of previews this process runs.
 #[derive(Default, Clone)]
 pub struct Running {
-    inner: Arc<Mutex<HashMap<String, Arc<Sandbox>>>>,
+    /// Preview id → (its organisation, its sandbox).
+    inner: Arc<Mutex<HashMap<String, OwnedSandbox>>>,
 }
 
+type OwnedSandbox = (Uuid, Arc<Sandbox>);
+
 impl Running {
-    pub fn insert(&self, id: &str, sb: Arc<Sandbox>) {
-        self.inner.lock().expect("previews").insert(id.to_owned(), sb);
+    pub fn insert(&self, org: Uuid, id: &str, sb: Arc<Sandbox>) {
+        self.inner.lock().expect("previews").insert(id.to_owned(), (org, sb));
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Sandbox>> {
-        self.inner.lock().expect("previews").get(id).cloned()
+        self.inner.lock().expect("previews").get(id).map(|(_, sb)| sb.clone())
     }
 
     pub fn remove(&self, id: &str) -> Option<Arc<Sandbox>> {
-        self.inner.lock().expect("previews").remove(id)
+        self.inner.lock().expect("previews").remove(id).map(|(_, sb)| sb)
+    }
+
+    /// `(org, preview id)` of every preview this process runs.
+    pub fn list(&self) -> Vec<(Uuid, String)> {
+        self.inner.lock().expect("previews").iter().map(|(id, (org, _))| (*org, id.clone())).collect()
     }
 
     /// Stop every preview of this process (shutdown).
     pub fn stop_all(&self) {
-        for sb in self.inner.lock().expect("previews").values() {
+        for (_, sb) in self.inner.lock().expect("previews").values() {
             sb.cancel();
         }
     }

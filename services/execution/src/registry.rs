@@ -48,8 +48,10 @@ async fn forward(State(up): State<Upstream>, req: Request) -> Response {
     }
 }
 
-/// Serve the proxy at `socket` until `shutdown`.
+/// Serve the proxy at `socket` until `shutdown`. The registry URL passes
+/// the egress policy (http(s) only, never link-local/metadata addresses).
 pub async fn serve(socket: PathBuf, registry: String, shutdown: CancellationToken) -> anyhow::Result<()> {
+    blaze_kit::egress::check_url(&registry, true).map_err(|e| anyhow::anyhow!("sandbox.npm_registry {registry:?}: {e}"))?;
     let _ = std::fs::remove_file(&socket);
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir)?;
@@ -66,4 +68,47 @@ pub async fn serve(socket: PathBuf, registry: String, shutdown: CancellationToke
 fn allow_everyone(p: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o666))
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    async fn ask(socket: &Path, request: &str) -> String {
+        let mut s = tokio::net::UnixStream::connect(socket).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn only_reads_reach_the_registry_and_only_the_registry() {
+        // a stand-in registry that tells which path it was asked for
+        let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", upstream.local_addr().unwrap());
+        let app = Router::new().fallback(|req: Request| async move { format!("registry saw {}", req.uri().path()) });
+        tokio::spawn(async move { axum::serve(upstream, app).await });
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("registry.sock");
+        let stop = CancellationToken::new();
+        tokio::spawn(serve(socket.clone(), base, stop.clone()));
+        for _ in 0..50 {
+            if socket.exists() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let got = ask(&socket, "GET /nanoid HTTP/1.0\r\nHost: x\r\n\r\n").await;
+        assert!(got.starts_with("HTTP/1.0 200") && got.ends_with("registry saw /nanoid"), "{got}");
+        let got = ask(&socket, "PUT /nanoid HTTP/1.0\r\nHost: x\r\nContent-Length: 0\r\n\r\n").await;
+        assert!(got.starts_with("HTTP/1.0 405"), "{got}");
+        // an absolute URI names another host: only its path is used, on the registry
+        let got = ask(&socket, "GET http://169.254.169.254/latest/meta-data HTTP/1.0\r\nHost: 169.254.169.254\r\n\r\n").await;
+        assert!(got.ends_with("registry saw /latest/meta-data"), "{got}");
+        stop.cancel();
+        assert!(serve(dir.path().join("x.sock"), "http://169.254.169.254/".into(), CancellationToken::new()).await.is_err());
+    }
 }

@@ -273,7 +273,7 @@ async fn run_preview(shared: &Shared, row: &JobRow) -> JobResult {
     }
     blaze_kit::metrics::metrics().preview_ready_seconds.observe(started.elapsed().as_secs_f64());
     let sb = Arc::new(sb);
-    shared.previews.insert(&preview_id, sb.clone());
+    shared.previews.insert(org, &preview_id, sb.clone());
     let upstream = endpoint.to_url();
     let tx = shared.db.tenant(org, None).await.map_err(ApiError::from)?;
     db::set_preview_state(&tx, org, &preview_id, "running", Some(&upstream), Some(&commit)).await.map_err(ApiError::from)?;
@@ -382,7 +382,7 @@ pub async fn reap_idle(shared: Shared, shutdown: tokio_util::sync::CancellationT
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+            _ = tokio::time::sleep(Duration::from_secs(shared.cfg.preview.reap_interval_secs.max(1))) => {}
         }
         let idle = shared.cfg.preview.idle_timeout_secs.min(i32::MAX as u64) as i32;
         let Ok(tx) = shared.db.global().await else { continue };
@@ -391,6 +391,24 @@ pub async fn reap_idle(shared: Shared, shutdown: tokio_util::sync::CancellationT
         for p in list {
             tracing::info!(preview = %p.preview_id, app = p.app_id, "stopping an idle preview");
             let _ = shared.stop_preview(p.organization_id, &p.preview_id).await;
+        }
+        stop_orphans(&shared).await;
+    }
+}
+
+/// Stops this process's previews whose row is gone (their app was deleted:
+/// the row goes with it) or was stopped elsewhere. Nothing else would stop
+/// them, since the idle reaper only sees rows.
+async fn stop_orphans(shared: &Shared) {
+    for (org, id) in shared.previews.list() {
+        let Ok(tx) = shared.db.tenant(org, None).await else { continue };
+        let Ok(row) = db::preview_by_id(&tx, org, &id).await else { continue };
+        let _ = tx.commit().await;
+        if row.is_none_or(|r| matches!(r.state.as_str(), "stopped" | "failed")) {
+            tracing::info!(preview = %id, "stopping a preview whose app is gone");
+            if let Some(sb) = shared.previews.remove(&id) {
+                sb.cancel();
+            }
         }
     }
 }
