@@ -295,6 +295,36 @@ async fn one_stream_per_chat_but_chats_stream_independently() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn concurrent_turns_in_chats_of_one_app_all_land_as_separate_commits() {
+    let mesh = TestMesh::start().await;
+    let alice = mesh.user("alice").await;
+    let c = Client::new(&mesh, &alice.api_token);
+    let (app, first) = new_app(&c, "Crowded").await;
+    let before = versions(&c, app).await.len();
+    const N: usize = 8;
+    let mut chats = vec![first];
+    for i in 0..N {
+        mesh.model
+            .add_fixture(&format!("file-{i}"), &format!("<blaze-write path=\"src/gen/f{i}.ts\">export const n = {i};\n</blaze-write>\n"));
+        if i > 0 {
+            chats.push(c.ok("POST", &format!("{S}/apps/{app}/chats"), None).await.as_i64().unwrap());
+        }
+    }
+    // Every turn commits on main at about the same moment.
+    let turns = chats.iter().enumerate().map(|(i, chat)| {
+        let (mesh, token, c) = (&mesh, &alice.api_token, &c);
+        async move { turn(mesh, token, c, *chat, &format!("tc=file-{i}")).await }
+    });
+    for (i, events) in futures::future::join_all(turns).await.iter().enumerate() {
+        assert_eq!(terminal(events).event, "chat:response:end", "turn {i}: {:?}", terminal(events).data);
+    }
+    assert_eq!(versions(&c, app).await.len(), before + N, "one commit per turn, none lost");
+    for i in 0..N {
+        assert_eq!(file(&c, app, &format!("src/gen/f{i}.ts")).await.0, 200, "file of turn {i}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_dropped_client_resumes_with_exactly_the_missed_events() {
     let mesh = TestMesh::start().await;
     let alice = mesh.user("alice").await;

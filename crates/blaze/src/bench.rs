@@ -263,6 +263,8 @@ struct Turn {
     first_text_at: Option<Instant>,
     ids: Vec<String>,
     terminal: Option<String>,
+    /// The data of the terminal event.
+    terminal_data: String,
 }
 
 async fn stream_turn(http: &reqwest::Client, url: &str, token: &str, prompt: &str) -> anyhow::Result<Turn> {
@@ -273,7 +275,7 @@ async fn stream_turn(http: &reqwest::Client, url: &str, token: &str, prompt: &st
 }
 
 async fn read_events(resp: reqwest::Response) -> anyhow::Result<Turn> {
-    let mut turn = Turn { first_text_at: None, ids: Vec::new(), terminal: None };
+    let mut turn = Turn { first_text_at: None, ids: Vec::new(), terminal: None, terminal_data: String::new() };
     let mut body = resp.bytes_stream();
     let mut buf = String::new();
     while let Some(chunk) = body.next().await {
@@ -303,6 +305,7 @@ async fn read_events(resp: reqwest::Response) -> anyhow::Result<Turn> {
             }
             if event != "chat:response:chunk" {
                 turn.terminal = Some(event);
+                turn.terminal_data = data;
             }
         }
     }
@@ -311,8 +314,15 @@ async fn read_events(resp: reqwest::Response) -> anyhow::Result<Turn> {
 
 /// No lost or repeated events: ids strictly increase and one terminal event.
 fn sequence_ok(t: &Turn) -> bool {
+    sequence_problem(t).is_none()
+}
+
+fn sequence_problem(t: &Turn) -> Option<String> {
     let key = |id: &str| id.split_once('-').map(|(a, b)| (a.parse::<u64>().unwrap_or(0), b.parse::<u64>().unwrap_or(0))).unwrap_or((0, 0));
-    t.terminal.is_some() && t.ids.windows(2).all(|w| key(&w[0]) < key(&w[1]))
+    if t.terminal.is_none() {
+        return Some(format!("no terminal event after {} events", t.ids.len()));
+    }
+    t.ids.windows(2).find(|w| key(&w[0]) >= key(&w[1])).map(|w| format!("id {} after {}", w[1], w[0]))
 }
 
 pub async fn run(cfg: Config, opts: BenchOptions) -> anyhow::Result<()> {
@@ -594,14 +604,19 @@ async fn ttft(b: &Bench, u: &User, report: &mut Report) -> anyhow::Result<()> {
     let mut e2e = Vec::new();
     let mut failures = 0;
     let mut broken = 0;
+    let mut problems = Vec::new();
     for t in tasks {
         let (i, started, turn) = t.await?;
         let Ok(turn) = turn else {
             failures += 1;
             continue;
         };
-        if !sequence_ok(&turn) || turn.terminal.as_deref() != Some("chat:response:end") {
+        if let Some(problem) = sequence_problem(&turn) {
             broken += 1;
+            problems.push(problem);
+        } else if turn.terminal.as_deref() != Some("chat:response:end") {
+            broken += 1;
+            problems.push(format!("{}: {:.200}", turn.terminal.as_deref().unwrap_or_default(), turn.terminal_data));
         }
         let Some(seen) = turn.first_text_at else {
             failures += 1;
@@ -619,6 +634,11 @@ async fn ttft(b: &Bench, u: &User, report: &mut Report) -> anyhow::Result<()> {
         "## Chat streams: {n} concurrent turns\n\n| measure | p50 | p95 | p99 | max |\n|---|---|---|---|---|\n| first SSE chunk at the client − first token leaving the model (mesh overhead) | {} | {} | {} | {} |\n| request → first text at the client (TTFT, fake model) | {} | {} | {} | {} |\n\nAll {n} turns finished in {:.1} s ({:.1} turns/s); failed: {failures}; streams with a sequence error: {broken}.\n",
         ms(o.p50), ms(o.p95), ms(o.p99), ms(o.max), ms(e.p50), ms(e.p95), ms(e.p99), ms(e.max), took.as_secs_f64(), n as f64 / took.as_secs_f64()
     ));
+    problems.sort();
+    problems.dedup();
+    for p in problems.iter().take(3) {
+        report.section(format!("- broken stream: {p}\n"));
+    }
     report.row(
         &format!("mesh overhead on first token, {n} streams"),
         "p95 < 10 ms",

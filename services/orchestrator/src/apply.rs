@@ -4,9 +4,16 @@
 //! compare-and-swap on that tip; when someone else committed in between
 //! (another chat of the same app, a revert), the plan is rebuilt on the new
 //! tip and tried again, so edits never land on a tree they were not checked
-//! against.
+//! against. Within one process, applies to the same app queue up first, so
+//! a burst of turns on one app commits one after the other instead of
+//! racing for main; across replicas the retry (with jittered backoff)
+//! settles the rarer races.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
 
 use blaze_kit::{ApiError, ApiResult, client::Intercepted};
 use blaze_proto::artifacts::{self as art, object_service_client::ObjectServiceClient, repository_service_client::RepositoryServiceClient};
@@ -16,7 +23,20 @@ use uuid::Uuid;
 
 use crate::context::SourceFile;
 
-const CAS_ATTEMPTS: usize = 3;
+const CAS_ATTEMPTS: u32 = 5;
+
+/// One queue per app being applied to in this process.
+static APPLYING: LazyLock<parking_lot::Mutex<HashMap<(Uuid, i64), Arc<tokio::sync::Mutex<()>>>>> = LazyLock::new(Default::default);
+
+async fn queue_for(org: Uuid, app: i64) -> tokio::sync::OwnedMutexGuard<()> {
+    let queue = {
+        let mut apps = APPLYING.lock();
+        // Forget apps nobody is applying to (only the map holds their queue).
+        apps.retain(|_, q| Arc::strong_count(q) > 1);
+        apps.entry((org, app)).or_default().clone()
+    };
+    queue.lock_owned().await
+}
 
 /// What a proposal stores on its message so it can be applied later.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -175,8 +195,14 @@ pub async fn apply(
     guard: &Guardrails,
     uploads: &HashMap<String, Vec<u8>>,
 ) -> ApiResult<Applied> {
+    let _turn = queue_for(org, app).await;
     let mut last_err = None;
-    for _ in 0..CAS_ATTEMPTS {
+    for attempt in 0..CAS_ATTEMPTS {
+        if attempt > 0 {
+            // Another replica won: back off a random share of a growing window.
+            let window = 50u64 << attempt.min(5);
+            tokio::time::sleep(Duration::from_millis(rand::random_range(window / 2..=window))).await;
+        }
         let (files, tip) = read_files(repos, org, app, "").await?;
         let plan = blaze_tags::build(tags, &file_map(&files), guard);
         if plan.is_empty() {
