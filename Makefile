@@ -100,7 +100,7 @@ bench: deps tools ## benchmarks of DESIGN §11 (optimised build; results in docs
 	$(CARGO) build --release -p blaze
 	set -a; source $(DEPS_ENV); set +a; \
 	  BLAZE_S3_ENDPOINT=$${BLAZE_TEST_S3} BLAZE_S3_ACCESS_KEY=$${BLAZE_TEST_S3_ACCESS_KEY} BLAZE_S3_SECRET_KEY=$${BLAZE_TEST_S3_SECRET_KEY} \
-	  target/release/blaze bench --out docs/benchmarks.md $(BENCH_ARGS)
+	  target/release/blaze bench $(BENCH_ARGS)
 
 # `make test` runs every fuzz target briefly; this runs them long.
 FUZZ_CASES        ?= 200000

@@ -48,7 +48,10 @@ fn names_the_problem(err: &ConfigError, file: Option<&str>) -> bool {
         ConfigError::SecretFile { var, .. } => var.strip_suffix("_FILE").is_some_and(is_var),
         // An unknown key is reported at its own path, which is what to fix.
         ConfigError::Invalid { path, message } => {
-            in_section(path) || path.rsplit('.').next().is_some_and(|key| message.starts_with(&format!("unknown field `{key}`")))
+            // (A top-level key may itself contain dots: `"." = 1`.)
+            in_section(path)
+                || message.starts_with(&format!("unknown field `{path}`"))
+                || path.rsplit('.').next().is_some_and(|key| message.starts_with(&format!("unknown field `{key}`")))
         }
         ConfigError::Missing { .. } => false,
     }
@@ -66,7 +69,13 @@ fn setting(config: &Config, path: &str) -> Value {
 /// JSON equality with numbers compared by value (`3` equals `3.0`).
 fn same(a: &Value, b: &Value) -> bool {
     match (a, b) {
-        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        // JSON-valued settings are parsed by serde_json, whose default float
+        // parser may be one ulp off the shortest round-trip form; that is
+        // not a configuration error.
+        (Value::Number(x), Value::Number(y)) => match (x.as_f64(), y.as_f64()) {
+            (Some(x), Some(y)) => x == y || (x - y).abs() <= f64::EPSILON * x.abs().max(y.abs()) * 2.0,
+            _ => false,
+        },
         (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b)),
         (Value::Object(x), Value::Object(y)) => x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w))),
         _ => a == b,

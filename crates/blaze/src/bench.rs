@@ -27,11 +27,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::roles::{self, Mesh, Role};
 
 pub struct BenchOptions {
-    pub out: PathBuf,
+    /// Where the report goes (besides stdout).
+    pub out: Option<PathBuf>,
     /// Shorter runs (a smoke check of the benchmarks themselves).
     pub quick: bool,
     /// Benchmarks to run (empty = all): edge, sse, artifacts, create, ttft, preview, load.
     pub only: Vec<String>,
+    /// Load test: concurrent users (default 8, quick 3).
+    pub users: Option<usize>,
+    /// Load test: how long it runs, in seconds (default 60, quick 20).
+    pub seconds: Option<f64>,
 }
 
 /// Percentiles of a sample.
@@ -351,7 +356,7 @@ pub async fn run(cfg: Config, opts: BenchOptions) -> anyhow::Result<()> {
             idle_sse(&b, &owner, &mut report).await?;
         }
         if wanted("load") {
-            load(&b, &mut report).await?;
+            load(&b, &opts, &mut report).await?;
         }
         anyhow::Ok(())
     }
@@ -360,12 +365,14 @@ pub async fn run(cfg: Config, opts: BenchOptions) -> anyhow::Result<()> {
     b.stop().await;
     result?;
     let text = report.render(started);
-    if let Some(dir) = opts.out.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&opts.out, &text)?;
     println!("{text}");
-    println!("written to {}", opts.out.display());
+    if let Some(out) = &opts.out {
+        if let Some(dir) = out.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(out, &text)?;
+        println!("written to {}", out.display());
+    }
     Ok(())
 }
 
@@ -779,9 +786,9 @@ async fn idle_sse(b: &Bench, u: &User, report: &mut Report) -> anyhow::Result<()
     Ok(())
 }
 
-async fn load(b: &Bench, report: &mut Report) -> anyhow::Result<()> {
-    let users_n = if b.quick { 3 } else { 8 };
-    let secs = if b.quick { 20.0 } else { 60.0 };
+async fn load(b: &Bench, opts: &BenchOptions, report: &mut Report) -> anyhow::Result<()> {
+    let users_n = opts.users.unwrap_or(if b.quick { 3 } else { 8 }).max(1);
+    let secs = opts.seconds.unwrap_or(if b.quick { 20.0 } else { 60.0 }).max(1.0);
     let mut users = Vec::new();
     for i in 0..users_n {
         users.push(Arc::new(b.user(&format!("load-user-{i}")).await?));

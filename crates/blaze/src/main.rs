@@ -42,11 +42,19 @@ enum Command {
         /// Only these benchmarks (all when none): edge, create, artifacts,
         /// ttft, preview, sse, load. `blaze bench load` is the load test.
         only: Vec<String>,
-        #[arg(long, default_value = "docs/benchmarks.md")]
-        out: PathBuf,
+        /// Also write the report here (default: docs/benchmarks.md when
+        /// every benchmark runs; a partial run only prints).
+        #[arg(long)]
+        out: Option<PathBuf>,
         /// Shorter runs, as a smoke check of the benchmarks.
         #[arg(long)]
         quick: bool,
+        /// Load test: concurrent users.
+        #[arg(long)]
+        users: Option<usize>,
+        /// Load test: duration in seconds.
+        #[arg(long)]
+        seconds: Option<f64>,
     },
     /// Operator tools for the job queue.
     Jobs {
@@ -361,7 +369,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate => migrate(&load(cli.config)?).await,
         Command::Jobs { command } => jobs(&load(cli.config)?, command).await,
         Command::Repo { command: RepoCommand::Restore { org, app } } => restore_repo(load(cli.config)?, org, app).await,
-        Command::Bench { out, quick, only } => blaze::bench::run(load(cli.config)?, blaze::bench::BenchOptions { out, quick, only }).await,
+        Command::Bench { out, quick, only, users, seconds } => {
+            let out = out.or_else(|| only.is_empty().then(|| PathBuf::from("docs/benchmarks.md")));
+            blaze::bench::run(load(cli.config)?, blaze::bench::BenchOptions { out, quick, only, users, seconds }).await
+        }
         Command::Dev { command: DevCommand::Up { var } } => dev_up(load(cli.config)?, &var).await,
         Command::Token { command: TokenCommand::Mint { user, org, role, ttl, description } } => {
             mint(&load(cli.config)?, &user, &org, &role, &ttl, &description).await
