@@ -64,7 +64,7 @@ lint: tools ## formatting, clippy (deny warnings), buf lint
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(BUF) lint
-	$(BUF) breaking --against '.git#branch=main'
+	@$(MAKE) --no-print-directory proto-breaking
 
 fmt: ## format the code
 	$(CARGO) fmt --all
@@ -75,7 +75,11 @@ proto-lint: $(BUF) ## buf lint over proto/
 .PHONY: proto-breaking sdk openapi config-docs
 
 proto-breaking: $(BUF) ## buf breaking: proto/ against the main branch (on main itself: the uncommitted changes)
-	$(BUF) breaking --against '.git#branch=main'
+	@if git rev-parse --verify --quiet refs/heads/main >/dev/null; then \
+	  $(BUF) breaking --against '.git#branch=main'; \
+	else \
+	  echo "proto-breaking: this checkout has no local main branch to compare with; skipped"; \
+	fi
 
 SDK_STAMP := sdk/.generated
 

@@ -139,7 +139,12 @@ impl GrpcServer {
             .layer(AuthzLayer::new(security.keys.clone()))
             .layer(OptionalIdempotencyLayer(security.idempotency.clone().map(IdempotencyLayer::new)))
             .add_routes(routes)
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown.cancelled_owned())
+            // Without TCP_NODELAY a unary answer (headers, data, trailers in
+            // separate writes) waits out the peer's delayed ACK: ~40 ms each.
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                shutdown.cancelled_owned(),
+            )
             .await?;
         tracing::info!(role, "gRPC server stopped");
         Ok(())

@@ -26,7 +26,9 @@ use crate::context::SourceFile;
 const CAS_ATTEMPTS: u32 = 5;
 
 /// One queue per app being applied to in this process.
-static APPLYING: LazyLock<parking_lot::Mutex<HashMap<(Uuid, i64), Arc<tokio::sync::Mutex<()>>>>> = LazyLock::new(Default::default);
+static APPLYING: LazyLock<parking_lot::Mutex<HashMap<(Uuid, i64), AppQueue>>> = LazyLock::new(Default::default);
+
+type AppQueue = Arc<tokio::sync::Mutex<()>>;
 
 async fn queue_for(org: Uuid, app: i64) -> tokio::sync::OwnedMutexGuard<()> {
     let queue = {
