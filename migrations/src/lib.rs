@@ -88,5 +88,17 @@ mod tests {
         // The fingerprint covers SQL; a file missing from the migrator would
         // name a template database after a schema it does not have.
         assert_eq!(SQL.len(), Migrator::migrations().len());
+        // And every file on disk is in SQL (so in the migrator too).
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .expect("migrations/sql")
+            .map(|e| e.expect("dir entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "sql"))
+            .collect();
+        files.sort();
+        assert_eq!(files.len(), SQL.len(), "a file in migrations/sql is not registered: {files:?}");
+        for (file, sql) in files.iter().zip(SQL) {
+            assert_eq!(&std::fs::read_to_string(file).expect("read"), sql, "{} is not registered in order", file.display());
+        }
     }
 }
