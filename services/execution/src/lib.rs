@@ -100,11 +100,17 @@ fn kube_config(cfg: &Config) -> blaze_sandbox::kube::KubeConfig {
     if !s.runtime_class.is_empty() {
         k.runtime_class = Some(s.runtime_class.clone());
     }
+    let platform = || Some([("kubernetes.io/metadata.name".to_owned(), s.kube_platform_namespace.clone())].into());
     // The edge and execution pods of the platform namespace reach dev servers.
-    k.serve_from = Some(Peer::Pods {
-        namespaces: Some([("kubernetes.io/metadata.name".to_owned(), s.kube_platform_namespace.clone())].into()),
-        pods: [("app.kubernetes.io/part-of".to_owned(), "blaze".to_owned())].into(),
-    });
+    k.serve_from = Some(Peer::Pods { namespaces: platform(), pods: [("app.kubernetes.io/part-of".to_owned(), "blaze".to_owned())].into() });
+    // Install runs reach the registry proxy of the platform namespace (the
+    // pods k8s/ lets them reach), on the port of `sandbox.npm_registry`.
+    if !s.npm_registry.is_empty() {
+        k.registry_proxy = Some(EgressTarget {
+            peer: Peer::Pods { namespaces: platform(), pods: [("app.kubernetes.io/name".to_owned(), "registry-proxy".to_owned())].into() },
+            port: url_port(&s.npm_registry).unwrap_or(443),
+        });
+    }
     k
 }
 
@@ -173,4 +179,26 @@ pub async fn serve(
     shared.previews.stop_all();
     let _ = consumer.await;
     result
+}
+
+#[cfg(test)]
+mod kube_tests {
+    use blaze_sandbox::kube::{EgressTarget, Peer};
+
+    use super::*;
+
+    #[test]
+    fn install_runs_may_reach_the_platforms_registry_proxy_on_its_port() {
+        let mut cfg = Config::default();
+        cfg.sandbox.npm_registry = "http://registry-proxy.blaze.svc.cluster.local:4873".into();
+        let k = kube_config(&cfg);
+        let Some(EgressTarget { peer: Peer::Pods { namespaces, pods }, port }) = k.registry_proxy else {
+            panic!("no registry proxy: {:?}", k.registry_proxy)
+        };
+        assert_eq!(port, 4873);
+        assert_eq!(pods.get("app.kubernetes.io/name").map(String::as_str), Some("registry-proxy"));
+        assert_eq!(namespaces.unwrap().get("kubernetes.io/metadata.name"), Some(&cfg.sandbox.kube_platform_namespace));
+        cfg.sandbox.npm_registry.clear();
+        assert!(kube_config(&cfg).registry_proxy.is_none(), "no registry configured, no way out");
+    }
 }
