@@ -263,7 +263,16 @@ async fn objects_round_trip_multipart_and_presigned_urls_are_checked() {
         let mut u = url::Url::parse(&get_url).unwrap();
         let pairs: Vec<(String, String)> = u
             .query_pairs()
-            .map(|(k, v)| (k.to_string(), if k == "X-Amz-Signature" { format!("{}0", &v[..v.len() - 1]) } else { v.to_string() }))
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    if k == "X-Amz-Signature" {
+                        format!("{}{}", &v[..v.len() - 1], if v.ends_with('0') { '1' } else { '0' })
+                    } else {
+                        v.to_string()
+                    },
+                )
+            })
             .collect();
         u.query_pairs_mut().clear().extend_pairs(pairs);
         u.to_string()

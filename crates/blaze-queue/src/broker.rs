@@ -129,6 +129,15 @@ impl Broker {
             if let Some(last) = last {
                 // Hand everything back: nack(multiple, requeue) returns every message we hold.
                 last.nack(BasicNackOptions { multiple: true, requeue: true }).await?;
+                // A quorum queue applies the return a moment later; wait for it,
+                // so the next reader (a replay) finds the lot where it was.
+                for _ in 0..40 {
+                    let now = ch.queue_declare(topo.parked.clone(), passive, FieldTable::default()).await?.message_count();
+                    if now as usize >= out.len() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
             }
             Ok(out)
         })
@@ -152,8 +161,20 @@ impl Broker {
             let total = ch.queue_declare(topo.parked.clone(), passive, FieldTable::default()).await?.message_count();
             let mut kept = Vec::new();
             let mut replayed = 0;
-            for _ in 0..total {
-                let Some(msg) = ch.basic_get(topo.parked.clone(), BasicGetOptions { no_ack: false }).await? else { break };
+            let mut misses = 0;
+            let mut seen = 0;
+            while seen < total {
+                // A quorum queue applies returns (another reader's hand-back)
+                // a moment later: the count may run ahead of what `get` sees.
+                let Some(msg) = ch.basic_get(topo.parked.clone(), BasicGetOptions { no_ack: false }).await? else {
+                    misses += 1;
+                    if misses > 40 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                seen += 1;
                 let parked = parked_from(&msg.delivery);
                 if pick(&parked) {
                     self.publish_to(&topo.main, &parked.body, headers::to_table(&parked.headers)?).await?;
