@@ -96,6 +96,7 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
         .is_some();
     if !exists {
         db.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await?;
+        println!("created database {name}");
     }
     db.close().await?;
     Ok(())

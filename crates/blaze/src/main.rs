@@ -195,37 +195,8 @@ async fn serve(cfg: Config, role: &str) -> anyhow::Result<()> {
 }
 
 async fn migrate(cfg: &Config) -> anyhow::Result<()> {
-    ensure_database(cfg.database.migration_url.expose()).await?;
-    let applied = blaze_migrations::run(cfg.database.migration_url.expose()).await?;
+    let applied = blaze::dev::migrate_database(cfg).await?;
     println!("migrations applied: {applied}");
-    Ok(())
-}
-
-/// Create the target database of a DSN when it does not exist yet.
-async fn ensure_database(url: &str) -> anyhow::Result<()> {
-    use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
-    let parsed = url::Url::parse(url).context("database.migration_url is not a URL")?;
-    let name = parsed.path().trim_start_matches('/').to_string();
-    anyhow::ensure!(
-        !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
-        "database name {name:?} must be [A-Za-z0-9_]+"
-    );
-    let mut admin = parsed.clone();
-    admin.set_path("/postgres");
-    let db = Database::connect(admin.as_str()).await.context("cannot reach Postgres")?;
-    let exists = db
-        .query_one_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT 1 FROM pg_database WHERE datname = $1",
-            [name.clone().into()],
-        ))
-        .await?
-        .is_some();
-    if !exists {
-        db.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await?;
-        println!("created database {name}");
-    }
-    db.close().await?;
     Ok(())
 }
 

@@ -11,14 +11,14 @@ mod registry;
 mod worker;
 mod workspace;
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use blaze_db::Db;
 use blaze_kit::{ApiResult, CancellationToken, Config, RequestContext, client::ServiceClients, grpc::GrpcServer, parse_id};
 use blaze_proto::execution::{
     deploy_service_server::DeployServiceServer, job_service_server::JobServiceServer, preview_service_server::PreviewServiceServer,
 };
-use blaze_queue::{Broker, QueueConfig};
+use blaze_queue::Broker;
 use blaze_redis::{Redis, streams::EventHub};
 use blaze_sandbox::{
     SandboxDriver,
@@ -134,14 +134,7 @@ pub async fn serve(
     std::fs::create_dir_all(&cfg.sandbox.cache_root)?;
     // The bucket is the artifacts role's to create.
     let objects = ObjectStore::new(&cfg.s3)?;
-    let broker = Broker::connect(QueueConfig {
-        url: cfg.amqp.url.expose().to_owned(),
-        prefix: cfg.amqp.prefix.clone(),
-        prefetch: cfg.amqp.prefetch,
-        max_attempts: cfg.amqp.max_attempts,
-        retry_delay: Duration::from_millis(u64::from(cfg.amqp.retry_delay_ms)),
-    })
-    .await?;
+    let broker = ops::broker(&cfg).await?;
     broker.declare(jobs::QUEUE).await?;
     let hub = EventHub::start(deps.redis.clone(), cfg.redis.url.expose()).await?;
     if cfg.sandbox.driver == "local" && !cfg.sandbox.npm_registry.is_empty() {

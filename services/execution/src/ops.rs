@@ -21,6 +21,7 @@ pub struct ParkedJob {
     pub attempts: u32,
 }
 
+/// The broker of the job queue, as configured (the role and the operator commands).
 pub async fn broker(cfg: &Config) -> anyhow::Result<Broker> {
     Ok(Broker::connect(QueueConfig {
         url: cfg.amqp.url.expose().to_owned(),
